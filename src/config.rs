@@ -1,0 +1,415 @@
+//! Settings from the environment (12-factor), read once at start.
+//!
+//! Every variable of the contract is parsed here, and a bad value stops the process with a
+//! message that names the variable: a typo in a dyno's config must not become a panic trace
+//! or a silently ignored setting.
+
+use std::{str::FromStr, time::Duration};
+
+/// How streams receive their board's notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Each stream LISTENs on a dedicated PostgreSQL connection of its own.
+    PerStream,
+    /// One dedicated connection per process LISTENs for all its streams.
+    Shared,
+}
+
+impl ListenerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::PerStream => "per-stream",
+            ListenerMode::Shared => "shared",
+        }
+    }
+}
+
+/// A bad or missing setting: which variable, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the service reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub database: tokio_postgres::Config,
+    /// Verify the database server's certificate (`sslmode=verify-full` in `DATABASE_URL`).
+    pub database_tls_verify: bool,
+    pub pool_size: usize,
+    pub heartbeat: Duration,
+    pub listener: ListenerMode,
+    /// `None`: derived at start (per-stream: from `max_connections`; shared: 10,000).
+    pub max_streams: Option<usize>,
+    pub max_streams_per_client: usize,
+    pub event_retention: i64,
+    pub jwt_secret: Option<String>,
+    /// Writes per second per client; 0 turns the limit off.
+    pub write_rate_limit: u32,
+    pub trust_proxy: bool,
+    pub cors_origins: Vec<String>,
+    /// How long actix may drain connections after SIGTERM. Heroku kills at 30 s.
+    pub shutdown_grace: Duration,
+    /// HTTP worker threads; `None` is one per core.
+    pub workers: Option<usize>,
+}
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_POOL_SIZE: usize = 10;
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 100;
+pub const DEFAULT_EVENT_RETENTION: i64 = 10_000;
+pub const DEFAULT_WRITE_RATE_LIMIT: u32 = 20;
+/// Shared mode's default cap on streams per instance (the contract's number).
+pub const DEFAULT_SHARED_MAX_STREAMS: usize = 10_000;
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can supply variables without touching the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let (database, database_tls_verify) = match get("DATABASE_URL") {
+            Some(url) => parse_database_url(&url)?,
+            None => {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "is not set (scripts/run starts a local PostgreSQL and sets it for you)",
+                ));
+            }
+        };
+
+        let port = parse_or("PORT", get("PORT"), DEFAULT_PORT, |v| {
+            v.parse::<u16>()
+                .map_err(|_| "must be a port number from 0 to 65535".to_string())
+        })?;
+        let pool_size = parse_or(
+            "DATABASE_POOL_SIZE",
+            get("DATABASE_POOL_SIZE"),
+            DEFAULT_POOL_SIZE,
+            |v| match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err("must be a whole number from 1 to 1000".to_string()),
+            },
+        )?;
+        let heartbeat = parse_or(
+            "HEARTBEAT_INTERVAL",
+            get("HEARTBEAT_INTERVAL"),
+            DEFAULT_HEARTBEAT,
+            parse_heartbeat,
+        )?;
+        let listener = parse_or(
+            "LISTENER",
+            get("LISTENER"),
+            ListenerMode::PerStream,
+            |v| match v.trim().to_ascii_lowercase().as_str() {
+                "per-stream" | "per_stream" | "dedicated" => Ok(ListenerMode::PerStream),
+                "shared" => Ok(ListenerMode::Shared),
+                _ => Err("must be `per-stream` or `shared`".to_string()),
+            },
+        )?;
+        let max_streams = match get("MAX_STREAMS") {
+            None => None,
+            Some(v) => Some(positive("MAX_STREAMS", &v, 1_000_000)?),
+        };
+        let max_streams_per_client = match get("MAX_STREAMS_PER_CLIENT") {
+            None => DEFAULT_MAX_STREAMS_PER_CLIENT,
+            Some(v) => positive("MAX_STREAMS_PER_CLIENT", &v, 1_000_000)?,
+        };
+        let event_retention = match get("EVENT_RETENTION") {
+            None => DEFAULT_EVENT_RETENTION,
+            Some(v) => positive("EVENT_RETENTION", &v, 100_000_000)? as i64,
+        };
+        let write_rate_limit = parse_or(
+            "WRITE_RATE_LIMIT",
+            get("WRITE_RATE_LIMIT"),
+            DEFAULT_WRITE_RATE_LIMIT,
+            |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 1_000_000)
+                    .ok_or_else(|| {
+                        "must be a whole number of writes per second (0 turns it off)".to_string()
+                    })
+            },
+        )?;
+        // Heroku's router is the TCP peer of every request, so behind it the client address
+        // can only come from X-Forwarded-For; `DYNO` is set on every Heroku dyno.
+        let trust_proxy = match get("TRUST_PROXY") {
+            Some(v) => parse_bool("TRUST_PROXY", &v)?,
+            None => get("DYNO").is_some(),
+        };
+        let cors_origins = get("CORS_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shutdown_grace = parse_or(
+            "SHUTDOWN_GRACE",
+            get("SHUTDOWN_GRACE"),
+            Duration::from_secs(10),
+            |v| match humantime::parse_duration(v.trim()) {
+                Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(25) => Ok(d),
+                _ => Err(
+                    "must be a duration from 1s to 25s (Heroku kills a dyno 30 s after SIGTERM)"
+                        .to_string(),
+                ),
+            },
+        )?;
+        let workers = match get("WEB_CONCURRENCY") {
+            None => None,
+            Some(v) => Some(positive("WEB_CONCURRENCY", &v, 256)?),
+        };
+
+        Ok(Settings {
+            host: get("HOST").unwrap_or_else(|| "0.0.0.0".to_string()),
+            port,
+            database,
+            database_tls_verify,
+            pool_size,
+            heartbeat,
+            listener,
+            max_streams,
+            max_streams_per_client,
+            event_retention,
+            jwt_secret: get("JWT_SECRET"),
+            write_rate_limit,
+            trust_proxy,
+            cors_origins,
+            shutdown_grace,
+            workers,
+        })
+    }
+}
+
+fn parse_or<T>(
+    var: &'static str,
+    raw: Option<String>,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => parse(v.trim()).map_err(|m| ConfigError::new(var, format!("{m} (got {v:?})"))),
+    }
+}
+
+fn positive(var: &'static str, raw: &str, max: usize) -> Result<usize, ConfigError> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n >= 1 && n <= max => Ok(n),
+        _ => Err(ConfigError::new(
+            var,
+            format!("must be a whole number from 1 to {max} (got {raw:?})"),
+        )),
+    }
+}
+
+fn parse_bool(var: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(
+            var,
+            format!("must be true or false (got {raw:?})"),
+        )),
+    }
+}
+
+/// `15s`, `250ms`, `1m`; a bare number is seconds.
+fn parse_heartbeat(raw: &str) -> Result<Duration, String> {
+    let parsed = match raw.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(raw).map_err(|_| ()),
+    };
+    match parsed {
+        // Below 50 ms the heartbeats alone would be a load; above 55 s Heroku's router
+        // closes the idle stream before the next one.
+        Ok(d) if d >= Duration::from_millis(50) && d <= Duration::from_secs(55) => Ok(d),
+        Ok(_) => {
+            Err("must be between 50ms and 55s (Heroku closes a stream idle for 55 s)".to_string())
+        }
+        Err(()) => Err("must be a duration such as 15s or 250ms".to_string()),
+    }
+}
+
+/// Parses `DATABASE_URL`, deciding how TLS is used:
+/// - `sslmode=verify-full` / `verify-ca` (which tokio-postgres cannot parse) become `require`
+///   with certificate verification on;
+/// - no `sslmode` and a host that is not this machine → `require`, because Heroku's URL
+///   carries no `sslmode` and tokio-postgres' default `prefer` would fall back to plaintext;
+/// - an explicit `disable`, `prefer` or `require` is honoured (`require` encrypts without
+///   verifying: Heroku's certificates are not publicly verifiable).
+fn parse_database_url(url: &str) -> Result<(tokio_postgres::Config, bool), ConfigError> {
+    let url = url.trim();
+    let mut verify = false;
+    let mut rewritten = url.to_string();
+    for mode in ["verify-full", "verify-ca"] {
+        let key = format!("sslmode={mode}");
+        if rewritten.contains(&key) {
+            rewritten = rewritten.replace(&key, "sslmode=require");
+            verify = true;
+        }
+    }
+    // Never echo the URL back: it carries the password.
+    let mut config = tokio_postgres::Config::from_str(&rewritten).map_err(|e| {
+        ConfigError::new(
+            "DATABASE_URL",
+            format!("is not a PostgreSQL connection URL ({e}); expected postgres://user:password@host:5432/dbname"),
+        )
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(ConfigError::new("DATABASE_URL", "names no host"));
+    }
+    let explicit = rewritten.contains("sslmode=");
+    let local = config.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            name == "localhost" || name.starts_with("127.") || name == "::1"
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    if !explicit && !local {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    // A dead server must not hang a request or a stream open for the OS's default minutes.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.keepalives_idle(Duration::from_secs(30));
+    config.keepalives_interval(Duration::from_secs(10));
+    config.keepalives_retries(3);
+    if config.get_application_name().is_none() {
+        config.application_name("boardcast");
+    }
+    Ok((config, verify))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.entry("DATABASE_URL".into())
+            .or_insert_with(|| "postgres://u@localhost/db".into());
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = settings(&[]).expect("defaults parse");
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.pool_size, 10);
+        assert_eq!(s.heartbeat, Duration::from_secs(15));
+        assert_eq!(s.listener, ListenerMode::PerStream);
+        assert_eq!(s.max_streams_per_client, 100);
+        assert_eq!(s.event_retention, 10_000);
+        assert_eq!(s.write_rate_limit, 20);
+        assert!(!s.trust_proxy);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("PORT", "eighty"),
+            ("HEARTBEAT_INTERVAL", "banana"),
+            ("HEARTBEAT_INTERVAL", "0s"),
+            ("DATABASE_URL", "not a url at all =="),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("LISTENER", "both"),
+            ("MAX_STREAMS", "-1"),
+            ("EVENT_RETENTION", "lots"),
+            ("WRITE_RATE_LIMIT", "fast"),
+            ("TRUST_PROXY", "maybe"),
+        ] {
+            let err = settings(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_database_url_is_explained() {
+        let err = Settings::from_lookup(|_| None).expect_err("needs DATABASE_URL");
+        assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(
+            settings(&[("HEARTBEAT_INTERVAL", "250ms")])
+                .expect("ms")
+                .heartbeat,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            settings(&[("HEARTBEAT_INTERVAL", "20")])
+                .expect("bare")
+                .heartbeat,
+            Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn remote_hosts_get_tls_by_default() {
+        use tokio_postgres::config::SslMode;
+        let remote = settings(&[(
+            "DATABASE_URL",
+            "postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d",
+        )])
+        .expect("url");
+        assert_eq!(remote.database.get_ssl_mode(), SslMode::Require);
+        assert!(!remote.database_tls_verify);
+        let local = settings(&[("DATABASE_URL", "postgres://u@127.0.0.1:5432/d")]).expect("url");
+        assert_eq!(local.database.get_ssl_mode(), SslMode::Prefer);
+        let off = settings(&[(
+            "DATABASE_URL",
+            "postgres://u@db.example.com/d?sslmode=disable",
+        )])
+        .expect("url");
+        assert_eq!(off.database.get_ssl_mode(), SslMode::Disable);
+        let verify = settings(&[(
+            "DATABASE_URL",
+            "postgres://u@db.example.com/d?sslmode=verify-full",
+        )])
+        .expect("url");
+        assert_eq!(verify.database.get_ssl_mode(), SslMode::Require);
+        assert!(verify.database_tls_verify);
+    }
+
+    #[test]
+    fn dyno_turns_on_proxy_trust() {
+        assert!(settings(&[("DYNO", "web.1")]).expect("dyno").trust_proxy);
+        assert!(
+            !settings(&[("DYNO", "web.1"), ("TRUST_PROXY", "false")])
+                .expect("off")
+                .trust_proxy
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! The ordered list of `sql/` files and the runner.
+//!
+//! Hand-written rather than refinery: it takes an advisory lock so two `migrate` processes
+//! (two dynos' release phases, a developer and CI) serialize instead of racing, and
+//! `include_str!` makes cargo rebuild when a file changes. Files are append-only once shipped,
+//! and each must suit the code already running (Heroku's release phase runs before the new
+//! dynos start): expand, deploy, contract.
+
+use tokio_postgres::Client;
+
+use super::DbError;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../sql/0001_init.sql"),
+}];
+
+/// "boardcas" in ASCII: the advisory lock every migrating process takes.
+const LOCK_KEY: i64 = 0x626f_6172_6463_6173;
+
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Applies every migration the database lacks, each in its own transaction, while holding
+/// the advisory lock. Returns the versions applied (none on a second run).
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = apply_missing(client).await;
+    // Released with the session anyway; unlocking explicitly keeps a long-lived caller clean.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let current = current_version(client).await?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(m.sql).await.map_err(|e| {
+            DbError::Query(format!("migration {} ({}) failed: {e}", m.version, m.name))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await?;
+        tx.commit().await?;
+        log::info!("applied migration {} ({})", m.version, m.name);
+        applied.push(m.version);
+    }
+    Ok(applied)
+}
+
+/// The highest migration applied, 0 for an empty database.
+pub async fn current_version(client: &Client) -> Result<i32, DbError> {
+    let row = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}

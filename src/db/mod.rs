@@ -1,0 +1,128 @@
+//! Storage: the connection pool, dedicated connections for LISTEN, and the SQL of each table.
+
+pub mod boards;
+pub mod events;
+pub mod migrations;
+pub mod notes;
+pub mod tls;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Client, Connection, Socket, tls::MakeTlsConnect};
+
+use crate::config::Settings;
+
+/// What failed in the database, before it is turned into what a client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached or refuses work for now: clients get 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed for another reason: a bug, logged and answered 500.
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() {
+            return DbError::Unavailable(e.to_string());
+        }
+        match e.code().map(|c| c.code()) {
+            // Class 08: connection exception; 57P0x: the server is shutting down or
+            // starting; class 53: too many connections, out of memory or disk.
+            Some(code)
+                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
+            {
+                DbError::Unavailable(e.to_string())
+            }
+            Some(_) => DbError::Query(e.to_string()),
+            None => {
+                let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+                if io || e.to_string().contains("timeout") {
+                    DbError::Unavailable(e.to_string())
+                } else {
+                    DbError::Query(e.to_string())
+                }
+            }
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The stream type of a dedicated connection.
+pub type TlsStream = <tls::Connector as MakeTlsConnect<Socket>>::Stream;
+/// The driver half of a dedicated connection; whoever holds it must poll it.
+pub type DedicatedConnection = Connection<Socket, TlsStream>;
+
+/// The pool that serves REST requests, and the means to open dedicated connections.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    tls: tls::Connector,
+}
+
+impl Database {
+    pub fn new(settings: &Settings) -> Result<Database, String> {
+        let tls = tls::connector(settings.database_tls_verify)?;
+        let manager = Manager::from_config(
+            settings.database.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // Sized explicitly: deadpool's default follows the CPU count, which on a dyno says
+        // nothing about how many connections the Postgres plan allows.
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| format!("cannot build the database pool: {e}"))?;
+        Ok(Database {
+            pool,
+            config: settings.database.clone(),
+            tls,
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A pooled connection for one request's work. Never hold it for a stream's lifetime.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A new connection of its own, outside the pool: LISTEN needs one, because a pooled
+    /// connection's driver discards notifications and its LISTEN state would leak to the
+    /// next user. The caller must poll the returned connection.
+    pub async fn connect_dedicated(&self) -> Result<(Client, DedicatedConnection), DbError> {
+        Ok(self.config.connect(self.tls.clone()).await?)
+    }
+
+    /// A dedicated connection whose driver runs in its own task (for `migrate` and checks).
+    pub async fn connect_driven(&self) -> Result<Client, DbError> {
+        let (client, connection) = self.connect_dedicated().await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("dedicated connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+}

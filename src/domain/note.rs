@@ -1,0 +1,294 @@
+//! Sticky notes: what a client may send, the limits it must keep, and the note it gets back.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{
+    ValidationError,
+    ids::{BoardId, NoteId},
+    reject_nul,
+};
+
+pub const TEXT_MAX_CHARS: usize = 10_000;
+pub const COORD_LIMIT: f64 = 1_000_000.0;
+pub const SIZE_MIN: f64 = 20.0;
+pub const SIZE_MAX: f64 = 2_000.0;
+pub const DEFAULT_COLOR: &str = "#fde68a";
+pub const DEFAULT_WIDTH: f64 = 200.0;
+pub const DEFAULT_HEIGHT: f64 = 160.0;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    pub id: NoteId,
+    pub board_id: BoardId,
+    pub text: String,
+    pub x: f64,
+    pub y: f64,
+    pub color: String,
+    pub width: f64,
+    pub height: f64,
+    pub version: i64,
+    pub author: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Note {
+    /// The `ETag` of a note answer: its version, quoted.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+/// The body of `POST /api/boards/{id}/notes`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteInput {
+    pub text: String,
+    pub x: f64,
+    pub y: f64,
+    #[serde(default, deserialize_with = "present")]
+    pub color: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub width: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    pub height: Option<f64>,
+}
+
+/// The body of `PATCH …/notes/{note_id}`: any subset of the fields. `null` is refused
+/// rather than read as "unchanged", so a client bug cannot pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotePatchInput {
+    #[serde(default, deserialize_with = "present")]
+    pub text: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub x: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    pub y: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    pub color: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub width: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    pub height: Option<f64>,
+}
+
+/// Deserializes a field that may be absent (then `None` via `default`) but not `null`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A note ready to insert: every value within the contract's limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewNote {
+    pub text: String,
+    pub x: f64,
+    pub y: f64,
+    pub color: String,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// A validated partial update.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NotePatch {
+    pub text: Option<String>,
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub color: Option<String>,
+    pub width: Option<f64>,
+    pub height: Option<f64>,
+}
+
+impl NewNote {
+    pub fn parse(input: NoteInput) -> Result<NewNote, ValidationError> {
+        Ok(NewNote {
+            text: text(input.text)?,
+            x: coordinate("x", input.x)?,
+            y: coordinate("y", input.y)?,
+            color: match input.color {
+                Some(c) => color(c)?,
+                None => DEFAULT_COLOR.to_string(),
+            },
+            width: size("width", input.width.unwrap_or(DEFAULT_WIDTH))?,
+            height: size("height", input.height.unwrap_or(DEFAULT_HEIGHT))?,
+        })
+    }
+}
+
+impl NotePatch {
+    pub fn parse(input: NotePatchInput) -> Result<NotePatch, ValidationError> {
+        let patch = NotePatch {
+            text: input.text.map(text).transpose()?,
+            x: input.x.map(|v| coordinate("x", v)).transpose()?,
+            y: input.y.map(|v| coordinate("y", v)).transpose()?,
+            color: input.color.map(color).transpose()?,
+            width: input.width.map(|v| size("width", v)).transpose()?,
+            height: input.height.map(|v| size("height", v)).transpose()?,
+        };
+        if patch == NotePatch::default() {
+            return Err(ValidationError(
+                "the body names no field to change (text, x, y, color, width, height)".into(),
+            ));
+        }
+        Ok(patch)
+    }
+}
+
+fn text(raw: String) -> Result<String, ValidationError> {
+    reject_nul("text", &raw)?;
+    let chars = raw.chars().count();
+    if chars > TEXT_MAX_CHARS {
+        return Err(ValidationError(format!(
+            "`text` must be at most {TEXT_MAX_CHARS} characters (got {chars})"
+        )));
+    }
+    Ok(raw)
+}
+
+fn coordinate(field: &str, v: f64) -> Result<f64, ValidationError> {
+    if v.is_finite() && v.abs() <= COORD_LIMIT {
+        Ok(v)
+    } else {
+        Err(ValidationError(format!(
+            "`{field}` must be a finite number within ±{COORD_LIMIT}"
+        )))
+    }
+}
+
+fn size(field: &str, v: f64) -> Result<f64, ValidationError> {
+    if v.is_finite() && (SIZE_MIN..=SIZE_MAX).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ValidationError(format!(
+            "`{field}` must be between {SIZE_MIN} and {SIZE_MAX}"
+        )))
+    }
+}
+
+/// `#rrggbb`, stored in lower case.
+fn color(raw: String) -> Result<String, ValidationError> {
+    let ok =
+        raw.len() == 7 && raw.starts_with('#') && raw[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        let shown: String = raw.chars().take(20).collect();
+        return Err(ValidationError(format!(
+            "`color` must look like #rrggbb (got {shown:?})"
+        )));
+    }
+    Ok(raw.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> Result<NoteInput, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn defaults_fill_optional_fields() {
+        let n =
+            NewNote::parse(input(r#"{"text":"hi","x":1,"y":2}"#).expect("json")).expect("valid");
+        assert_eq!(n.color, DEFAULT_COLOR);
+        assert_eq!((n.width, n.height), (DEFAULT_WIDTH, DEFAULT_HEIGHT));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        for body in [
+            r#"{"text":"a","x":1000001,"y":0}"#,
+            r#"{"text":"a","x":0,"y":-1000001}"#,
+            r#"{"text":"a","x":0,"y":0,"width":19}"#,
+            r#"{"text":"a","x":0,"y":0,"height":2001}"#,
+            r##"{"text":"a","x":0,"y":0,"color":"red"}"##,
+            r##"{"text":"a","x":0,"y":0,"color":"#12345g"}"##,
+            r#"{"text":"a\u0000b","x":0,"y":0}"#,
+        ] {
+            assert!(
+                NewNote::parse(input(body).expect("json")).is_err(),
+                "{body}"
+            );
+        }
+        let long = format!(r#"{{"text":"{}","x":0,"y":0}}"#, "é".repeat(10_001));
+        assert!(NewNote::parse(input(&long).expect("json")).is_err());
+        let max = format!(r#"{{"text":"{}","x":0,"y":0}}"#, "é".repeat(10_000));
+        assert!(NewNote::parse(input(&max).expect("json")).is_ok());
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let e = input(r##"{"text":"a","x":0,"y":0,"colour":"#000000"}"##).expect_err("unknown");
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = input(r#"{"x":0,"y":0}"#).expect_err("missing");
+        assert!(e.to_string().contains("text"), "{e}");
+        let e = serde_json::from_str::<NotePatchInput>(r#"{"x":null}"#).expect_err("null");
+        assert!(e.to_string().contains("null"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_patch_is_refused() {
+        assert!(NotePatch::parse(NotePatchInput::default()).is_err());
+    }
+
+    #[test]
+    fn colors_are_lower_cased() {
+        let n =
+            NewNote::parse(input(r##"{"text":"","x":0,"y":0,"color":"#ABCDEF"}"##).expect("json"))
+                .expect("ok");
+        assert_eq!(n.color, "#abcdef");
+    }
+}
+
+/// An `If-Match` precondition on a note write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Precondition {
+    /// `If-Match: *`: the note must exist.
+    Any,
+    /// The note's version must be one of these. Empty when the header named no version we
+    /// could read, which can never match.
+    Versions(Vec<i64>),
+}
+
+impl Precondition {
+    /// Parses `"3"`, `W/"3"`, `3`, `"3", "4"` or `*`.
+    pub fn parse(header: &str) -> Precondition {
+        if header.trim() == "*" {
+            return Precondition::Any;
+        }
+        let versions = header
+            .split(',')
+            .filter_map(|tag| {
+                let tag = tag.trim();
+                let tag = tag.strip_prefix("W/").unwrap_or(tag);
+                tag.trim_matches('"').parse::<i64>().ok()
+            })
+            .collect();
+        Precondition::Versions(versions)
+    }
+
+    pub fn admits(&self, version: i64) -> bool {
+        match self {
+            Precondition::Any => true,
+            Precondition::Versions(v) => v.contains(&version),
+        }
+    }
+}
+
+#[cfg(test)]
+mod precondition_tests {
+    use super::Precondition;
+
+    #[test]
+    fn if_match_forms() {
+        assert!(Precondition::parse("\"3\"").admits(3));
+        assert!(Precondition::parse("W/\"3\"").admits(3));
+        assert!(Precondition::parse("3").admits(3));
+        assert!(Precondition::parse("\"2\", \"3\"").admits(3));
+        assert!(Precondition::parse("*").admits(99));
+        assert!(!Precondition::parse("\"2\"").admits(3));
+        assert!(!Precondition::parse("banana").admits(3));
+    }
+}

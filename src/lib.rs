@@ -1,0 +1,14 @@
+//! boardcast: live-update service for shared whiteboards.
+//!
+//! Dependencies point one way: `routes` → `db`, `realtime` → `domain`. The domain does no
+//! I/O and no handler writes SQL.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod realtime;
+pub mod redact;
+pub mod routes;
+pub mod shutdown;
+pub mod startup;

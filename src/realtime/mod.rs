@@ -1,0 +1,273 @@
+//! How a stream gets its board's events: the opening (snapshot or replay), the live
+//! events after it with nothing missed and nothing twice, heartbeats, and the end of the
+//! stream (client gone, slow, shutdown, board deleted).
+
+pub mod listener;
+pub mod sse;
+pub mod stats;
+mod stream;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_postgres::IsolationLevel;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ListenerMode, Settings};
+use crate::db::{Database, DbError, boards, events, notes};
+use crate::domain::ids::BoardId;
+use crate::error::ApiError;
+pub use stats::{CloseReason, Stats};
+
+/// A client more than this many events behind is closed as `slow` (the contract's number).
+pub const QUEUE_LIMIT: usize = 1024;
+/// The `retry:` a stream opens with: how long EventSource waits before reconnecting.
+pub const OPENING_RETRY: Duration = Duration::from_millis(2000);
+
+/// What the stream machinery needs to know, fixed at start.
+#[derive(Clone, Debug)]
+pub struct LiveSettings {
+    pub heartbeat: Duration,
+    pub mode: ListenerMode,
+    pub max_streams: usize,
+    pub max_streams_per_client: usize,
+}
+
+impl LiveSettings {
+    pub fn new(settings: &Settings, max_streams: usize) -> LiveSettings {
+        LiveSettings {
+            heartbeat: settings.heartbeat,
+            mode: settings.listener,
+            max_streams,
+            max_streams_per_client: settings.max_streams_per_client,
+        }
+    }
+}
+
+/// Who opens a stream and from where it resumes.
+#[derive(Clone, Debug)]
+pub struct OpenRequest {
+    pub board: BoardId,
+    pub last_event_id: Option<i64>,
+    pub viewer: String,
+    /// The client the per-client stream cap counts against (token subject or IP).
+    pub client_key: String,
+}
+
+/// Shared by every stream of the process.
+#[derive(Clone)]
+pub struct Live {
+    db: Database,
+    settings: Arc<LiveSettings>,
+    capacity: Arc<Semaphore>,
+    per_client: Arc<Mutex<HashMap<String, usize>>>,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+}
+
+/// How a stream begins.
+enum Opening {
+    /// The whole board as of `seq`, as one `snapshot` event.
+    Snapshot { seq: i64, data: String },
+    /// Every event after `after`, up to `upto`, read from the log.
+    Replay { after: i64, upto: i64 },
+}
+
+impl Live {
+    pub fn new(
+        db: Database,
+        settings: LiveSettings,
+        shutdown: CancellationToken,
+        stats: Arc<Stats>,
+    ) -> Live {
+        Live {
+            db,
+            capacity: Arc::new(Semaphore::new(settings.max_streams)),
+            settings: Arc::new(settings),
+            per_client: Arc::default(),
+            shutdown,
+            stats,
+        }
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Opens a stream: LISTEN first, then read the snapshot or plan the replay, then hand
+    /// everything to the stream's task. Errors come before any byte is sent, so the client
+    /// gets a proper status (404, 503).
+    pub async fn open(&self, request: OpenRequest) -> Result<EventBody, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::unavailable(
+                "the server is shutting down; reconnect shortly",
+            ));
+        }
+        let slot =
+            self.capacity
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Unavailable {
+                    message: format!(
+                        "this server is at its limit of {} open streams; try again shortly",
+                        self.settings.max_streams
+                    ),
+                    retry_after_secs: 5,
+                })?;
+        let client_slot = self.claim_client_slot(&request.client_key)?;
+
+        let listener = listener::Listener::open(&self.db, request.board)
+            .await
+            .map_err(ApiError::from)?;
+        self.stats.listener_opened();
+        let opening = match self.plan(request.board, request.last_event_id).await {
+            Ok(Some(opening)) => opening,
+            Ok(None) => {
+                self.stats.listener_closed();
+                return Err(ApiError::board_not_found(request.board));
+            }
+            Err(e) => {
+                self.stats.listener_closed();
+                return Err(e.into());
+            }
+        };
+
+        let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
+        // The first bytes go out at once: Heroku's router wants a byte within 30 s.
+        let _ = tx.try_send(sse::retry(OPENING_RETRY));
+        let (last_sent, replay) = match opening {
+            Opening::Snapshot { seq, data } => {
+                let _ = tx.try_send(sse::sequenced(seq, "snapshot", data));
+                self.stats.snapshot_sent();
+                (seq, None)
+            }
+            Opening::Replay { after, upto } => (after, Some(upto)),
+        };
+        self.stats.stream_opened();
+        log::info!(
+            "stream opened: board={} viewer={:?} from={}",
+            request.board,
+            request.viewer,
+            request
+                .last_event_id
+                .map_or("snapshot".to_string(), |id| format!("id {id}"))
+        );
+        let task = stream::StreamTask {
+            db: self.db.clone(),
+            board: request.board,
+            viewer: request.viewer,
+            tx,
+            source: stream::Source::Dedicated(Some(listener)),
+            last_sent,
+            replay_upto: replay,
+            heartbeat: self.settings.heartbeat,
+            shutdown: self.shutdown.clone(),
+            stats: self.stats.clone(),
+            _slots: (slot, client_slot),
+        };
+        tokio::spawn(task.run());
+        Ok(EventBody { rx })
+    }
+
+    fn claim_client_slot(&self, key: &str) -> Result<ClientSlot, ApiError> {
+        let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key.to_string()).or_insert(0);
+        if *count >= self.settings.max_streams_per_client {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "this client already has {} open streams, the most allowed; close one first",
+                    self.settings.max_streams_per_client
+                ),
+                retry_after_secs: 5,
+            });
+        }
+        *count += 1;
+        Ok(ClientSlot {
+            key: key.to_string(),
+            counts: self.per_client.clone(),
+        })
+    }
+
+    /// Decides between replay and snapshot in one consistent read. `None`: no such board.
+    async fn plan(
+        &self,
+        board: BoardId,
+        last_event_id: Option<i64>,
+    ) -> Result<Option<Opening>, DbError> {
+        let mut client = self.db.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some(current) = boards::find(&tx, board).await? else {
+            return Ok(None);
+        };
+        if let Some(last) = last_event_id {
+            // A replay is never partial: only when the event right after `last` is kept.
+            let resumable = last == current.seq
+                || (last < current.seq && events::is_kept(&tx, board, last + 1).await?);
+            if resumable {
+                return Ok(Some(Opening::Replay {
+                    after: last,
+                    upto: current.seq,
+                }));
+            }
+        }
+        let notes = notes::list(&tx, board).await?;
+        tx.commit().await?;
+        let seq = current.seq;
+        let data = json!({ "seq": seq, "board": current, "notes": notes }).to_string();
+        Ok(Some(Opening::Snapshot { seq, data }))
+    }
+}
+
+/// Releases a client's stream slot when its stream ends.
+struct ClientSlot {
+    key: String,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Both slots a stream holds for its lifetime.
+type Slots = (OwnedSemaphorePermit, ClientSlot);
+
+/// The response body of a stream: frames queued by its task. Dropping it (the client went
+/// away) closes the queue, which the task notices at once.
+pub struct EventBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Stream for EventBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}

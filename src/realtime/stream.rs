@@ -1,0 +1,327 @@
+//! One stream's task: forwards its board's events to the client's queue, exactly once and
+//! in order, and decides when the stream ends.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::{
+    sync::mpsc::{self, error::TrySendError},
+    time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Slots,
+    listener::{Listener, Signal},
+    sse,
+    stats::{CloseReason, Stats},
+};
+use crate::db::{Database, boards, events};
+use crate::domain::{
+    event::{EventKind, Notice},
+    ids::BoardId,
+};
+
+/// Events read from the log per query during a replay or catch-up.
+const PAGE: i64 = 256;
+/// Backoff between attempts to re-LISTEN after the listener connection died.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How long the listener may take to answer a ping before it counts as hung.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_EVERY_AT_LEAST: Duration = Duration::from_secs(5);
+
+/// Where a stream's notifications come from.
+pub(super) enum Source {
+    /// Its own LISTEN connection; `None` while it is being re-opened.
+    Dedicated(Option<Listener>),
+}
+
+pub(super) struct StreamTask {
+    pub db: Database,
+    pub board: BoardId,
+    pub viewer: String,
+    pub tx: mpsc::Sender<Bytes>,
+    pub source: Source,
+    /// The seq of the last event queued for the client.
+    pub last_sent: i64,
+    /// Replay the log up to this seq before going live.
+    pub replay_upto: Option<i64>,
+    pub heartbeat: Duration,
+    pub shutdown: CancellationToken,
+    pub stats: Arc<Stats>,
+    pub _slots: Slots,
+}
+
+/// Whether the client is reading: the queue is non-empty and nothing left it for two
+/// heartbeat intervals means it stopped.
+#[derive(Default)]
+struct Progress {
+    sent: u64,
+    consumed_at_last_tick: u64,
+    stalled_ticks: u32,
+}
+
+impl StreamTask {
+    pub async fn run(mut self) {
+        let started = Instant::now();
+        let reason = match self.serve().await {
+            Err(reason) => reason,
+        };
+        if reason == CloseReason::Shutdown {
+            // Spread the reconnects of every client over 1–5 s so the next instance is not
+            // hit by all of them at once.
+            let jitter = rand::rng().random_range(1000..=5000);
+            let _ = self.tx.try_send(sse::retry(Duration::from_millis(jitter)));
+        }
+        let Source::Dedicated(listener) = &self.source;
+        if listener.is_some() {
+            self.stats.listener_closed();
+        }
+        self.stats.stream_closed(reason);
+        let level = if reason == CloseReason::Slow {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "stream closed: board={} viewer={:?} duration={:.1}s reason={}",
+            self.board,
+            self.viewer,
+            started.elapsed().as_secs_f64(),
+            reason.as_str()
+        );
+    }
+
+    /// Runs until the stream must end; the error is why.
+    async fn serve(&mut self) -> Result<Infallible, CloseReason> {
+        let mut progress = Progress {
+            sent: (self.tx.max_capacity() - self.tx.capacity()) as u64,
+            ..Progress::default()
+        };
+        if let Some(upto) = self.replay_upto.take() {
+            let replayed = self.catch_up(Some(upto), &mut progress).await?;
+            self.stats.replayed(replayed);
+        }
+        let mut ticker = interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ping_every = self.heartbeat.max(PING_EVERY_AT_LEAST);
+        let mut last_ping = Instant::now();
+        let mut reconnect_at: Option<Instant> = None;
+        let mut backoff = RECONNECT_FIRST;
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(CloseReason::Shutdown),
+                _ = self.tx.closed() => return Err(CloseReason::ClientGone),
+                signal = next_signal(&mut self.source) => match signal {
+                    Signal::Notice(payload) => self.on_notice(&payload, &mut progress).await?,
+                    Signal::Lost(why) => {
+                        log::warn!("listener for board {} lost ({why}); re-listening", self.board);
+                        self.drop_listener();
+                        reconnect_at = Some(Instant::now());
+                    }
+                },
+                _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
+                    match Listener::open(&self.db, self.board).await {
+                        Ok(listener) => {
+                            self.stats.listener_opened();
+                            self.stats.listener_reconnected();
+                            self.source = Source::Dedicated(Some(listener));
+                            reconnect_at = None;
+                            backoff = RECONNECT_FIRST;
+                            // Notifications sent while no one listened are lost: the log has them.
+                            let caught_up = self.catch_up(None, &mut progress).await?;
+                            self.stats.replayed(caught_up);
+                        }
+                        Err(e) => {
+                            log::warn!("re-listening for board {} failed: {e}", self.board);
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                            reconnect_at = Some(Instant::now() + backoff);
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    progress.check(&self.tx)?;
+                    self.push(sse::heartbeat(), &mut progress)?;
+                    if last_ping.elapsed() >= ping_every {
+                        last_ping = Instant::now();
+                        let Source::Dedicated(listener) = &self.source;
+                        if let Some(listener) = listener
+                            && !listener.ping(PING_TIMEOUT).await
+                        {
+                            log::warn!("listener for board {} did not answer a ping; re-listening", self.board);
+                            self.drop_listener();
+                            reconnect_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_listener(&mut self) {
+        let Source::Dedicated(listener) = &mut self.source;
+        if listener.take().is_some() {
+            self.stats.listener_closed();
+        }
+    }
+
+    /// A live notification: dropped if already sent, preceded by a catch-up if it reveals a
+    /// gap, resolved from the log if it is only a reference.
+    async fn on_notice(
+        &mut self,
+        payload: &str,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        let Some(notice) = Notice::parse(payload) else {
+            log::warn!(
+                "ignoring an unreadable notification on board {}",
+                self.board
+            );
+            return Ok(());
+        };
+        if notice.seq <= self.last_sent {
+            return Ok(());
+        }
+        if notice.seq > self.last_sent + 1 {
+            let filled = self.catch_up(Some(notice.seq - 1), progress).await?;
+            self.stats.replayed(filled);
+        }
+        let data = if notice.reference {
+            self.read_logged(notice.seq).await?
+        } else {
+            payload.to_string()
+        };
+        self.push(
+            sse::sequenced(notice.seq, notice.kind.as_str(), data),
+            progress,
+        )?;
+        self.last_sent = notice.seq;
+        self.stats.delivered(1);
+        if notice.kind == EventKind::BoardDeleted {
+            return Err(CloseReason::BoardDeleted);
+        }
+        Ok(())
+    }
+
+    /// The `data` of a logged event, for notifications too large to carry it.
+    async fn read_logged(&self, seq: i64) -> Result<String, CloseReason> {
+        let client = self
+            .db
+            .client()
+            .await
+            .map_err(|_| CloseReason::ListenerLost)?;
+        let found = events::range(&client, self.board, seq - 1, seq, 1)
+            .await
+            .map_err(|_| CloseReason::ListenerLost)?;
+        found
+            .into_iter()
+            .next()
+            .map(|e| e.data)
+            .ok_or(CloseReason::ListenerLost)
+    }
+
+    /// Sends every logged event after `last_sent` (up to `upto`, or all), waiting for the
+    /// client to take them. A gap in the log (pruned past retention, or the board deleted)
+    /// ends the stream, so the client reconnects and gets a fresh snapshot or a 404.
+    async fn catch_up(
+        &mut self,
+        upto: Option<i64>,
+        progress: &mut Progress,
+    ) -> Result<u64, CloseReason> {
+        let limit = upto.unwrap_or(i64::MAX);
+        let mut count = 0;
+        loop {
+            let page = {
+                let client = self
+                    .db
+                    .client()
+                    .await
+                    .map_err(|_| CloseReason::ListenerLost)?;
+                if upto.is_none()
+                    && boards::find(&client, self.board)
+                        .await
+                        .map_err(|_| CloseReason::ListenerLost)?
+                        .is_none()
+                {
+                    return Err(CloseReason::BoardDeleted);
+                }
+                events::range(&client, self.board, self.last_sent, limit, PAGE)
+                    .await
+                    .map_err(|_| CloseReason::ListenerLost)?
+            };
+            let full_page = page.len() as i64 == PAGE;
+            for event in page {
+                if event.seq != self.last_sent + 1 {
+                    return Err(CloseReason::ListenerLost);
+                }
+                let frame = sse::sequenced(event.seq, event.kind.as_str(), event.data);
+                self.push_waiting(frame, progress).await?;
+                self.last_sent = event.seq;
+                count += 1;
+            }
+            if !full_page {
+                break;
+            }
+        }
+        if upto.is_some_and(|upto| self.last_sent < upto) {
+            return Err(CloseReason::ListenerLost);
+        }
+        self.stats.delivered(count);
+        Ok(count)
+    }
+
+    /// Queues a frame without waiting: a full queue means the client is more than
+    /// `QUEUE_LIMIT` events behind.
+    fn push(&self, frame: Bytes, progress: &mut Progress) -> Result<(), CloseReason> {
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                progress.sent += 1;
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(CloseReason::Slow),
+            Err(TrySendError::Closed(_)) => Err(CloseReason::ClientGone),
+        }
+    }
+
+    /// Queues a frame of history, waiting up to two heartbeat intervals for room: a replay
+    /// may be longer than the queue, but a client that takes nothing is slow.
+    async fn push_waiting(&self, frame: Bytes, progress: &mut Progress) -> Result<(), CloseReason> {
+        match timeout(self.heartbeat * 2, self.tx.send(frame)).await {
+            Ok(Ok(())) => {
+                progress.sent += 1;
+                Ok(())
+            }
+            Ok(Err(_)) => Err(CloseReason::ClientGone),
+            Err(_) => Err(CloseReason::Slow),
+        }
+    }
+}
+
+impl Progress {
+    fn check(&mut self, tx: &mpsc::Sender<Bytes>) -> Result<(), CloseReason> {
+        let queued = (tx.max_capacity() - tx.capacity()) as u64;
+        let consumed = self.sent.saturating_sub(queued);
+        if queued > 0 && consumed == self.consumed_at_last_tick {
+            self.stalled_ticks += 1;
+        } else {
+            self.stalled_ticks = 0;
+        }
+        self.consumed_at_last_tick = consumed;
+        if self.stalled_ticks >= 2 {
+            return Err(CloseReason::Slow);
+        }
+        Ok(())
+    }
+}
+
+async fn next_signal(source: &mut Source) -> Signal {
+    match source {
+        Source::Dedicated(Some(listener)) => listener.recv().await,
+        Source::Dedicated(None) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,119 @@
+//! Board handlers: extract, call db, respond.
+
+use actix_web::{HttpResponse, http::header, web};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, request};
+use crate::db::boards;
+use crate::domain::{
+    ValidationError,
+    board::{Board, BoardCursor, BoardInput, BoardTitle},
+    note::Note,
+};
+use crate::error::ApiError;
+
+const PAGE_DEFAULT: i64 = 50;
+const PAGE_MAX: i64 = 200;
+
+fn invalid(e: ValidationError) -> ApiError {
+    ApiError::Validation(e.0)
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<BoardInput>,
+) -> Result<HttpResponse, ApiError> {
+    let title = BoardTitle::parse(body.into_inner().title).map_err(invalid)?;
+    let client = state.db.client().await?;
+    let board = boards::insert(&client, &title).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/boards/{}", board.id)))
+        .json(board))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    boards: Vec<Board>,
+    next: Option<String>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => PAGE_DEFAULT,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::Validation(format!(
+                    "`limit` must be a whole number from 1 to {PAGE_MAX}"
+                ))
+            })?,
+    };
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(BoardCursor::parse)
+        .transpose()
+        .map_err(invalid)?;
+    let client = state.db.client().await?;
+    let (boards, next) = boards::list(&client, limit, cursor).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        boards,
+        next: next.map(|c| c.encode()),
+    }))
+}
+
+#[derive(Serialize)]
+struct BoardWithNotes {
+    #[serde(flatten)]
+    board: Board,
+    notes: Vec<Note>,
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = request::board_id(&path)?;
+    let mut client = state.db.client().await?;
+    let (board, notes) = boards::snapshot(&mut client, id)
+        .await?
+        .ok_or_else(|| ApiError::board_not_found(id))?;
+    Ok(HttpResponse::Ok().json(BoardWithNotes { board, notes }))
+}
+
+pub async fn rename(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<BoardInput>,
+) -> Result<HttpResponse, ApiError> {
+    let id = request::board_id(&path)?;
+    let title = BoardTitle::parse(body.into_inner().title).map_err(invalid)?;
+    let mut client = state.db.client().await?;
+    let board = boards::update_title(&mut client, id, &title, state.settings.event_retention)
+        .await?
+        .ok_or_else(|| ApiError::board_not_found(id))?;
+    Ok(HttpResponse::Ok().json(board))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = request::board_id(&path)?;
+    let mut client = state.db.client().await?;
+    if !boards::delete(&mut client, id).await? {
+        return Err(ApiError::board_not_found(id));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,123 @@
+//! Note handlers: extract, call db, respond. Note answers carry `ETag: "<version>"`.
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, http::header, web};
+use serde_json::json;
+
+use super::{AppState, request};
+use crate::db::notes::{self, Outcome};
+use crate::domain::{
+    ids::{BoardId, NoteId},
+    note::{NewNote, Note, NoteInput, NotePatch, NotePatchInput, Precondition},
+};
+use crate::error::ApiError;
+
+fn note_response(status: StatusCode, note: &Note) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, note.etag()))
+        .json(note)
+}
+
+fn precondition(req: &HttpRequest) -> Result<Option<Precondition>, ApiError> {
+    match req.headers().get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::Validation("`If-Match` must be an entity tag such as \"3\"".into())
+            })?;
+            Ok(Some(Precondition::parse(text)))
+        }
+    }
+}
+
+fn settle<T>(outcome: Outcome<T>, board: BoardId, note: NoteId) -> Result<T, ApiError> {
+    match outcome {
+        Outcome::Done(value) => Ok(value),
+        Outcome::NoBoard => Err(ApiError::board_not_found(board)),
+        Outcome::NoNote => Err(ApiError::note_not_found(note)),
+        Outcome::Stale(current) => Err(ApiError::VersionMismatch {
+            current: Box::new(current),
+        }),
+    }
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let board = request::board_id(&path)?;
+    let mut client = state.db.client().await?;
+    // One snapshot read, so an empty list is never confused with a missing board.
+    let (_, notes) = crate::db::boards::snapshot(&mut client, board)
+        .await?
+        .ok_or_else(|| ApiError::board_not_found(board))?;
+    Ok(HttpResponse::Ok().json(json!({ "notes": notes })))
+}
+
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<NoteInput>,
+) -> Result<HttpResponse, ApiError> {
+    let board = request::board_id(&path)?;
+    let new = NewNote::parse(body.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
+    let author = request::writer_name(&req)?;
+    let mut client = state.db.client().await?;
+    match notes::insert(
+        &mut client,
+        board,
+        &new,
+        author.as_deref(),
+        state.settings.event_retention,
+    )
+    .await?
+    {
+        Outcome::Done(note) => Ok(note_response(StatusCode::CREATED, &note)),
+        _ => Err(ApiError::board_not_found(board)),
+    }
+}
+
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<NotePatchInput>,
+) -> Result<HttpResponse, ApiError> {
+    let board = request::board_id(&path.0)?;
+    let note = request::note_id(&path.1)?;
+    let patch = NotePatch::parse(body.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
+    let precondition = precondition(&req)?;
+    let mut client = state.db.client().await?;
+    let outcome = notes::update(
+        &mut client,
+        board,
+        note,
+        &patch,
+        precondition.as_ref(),
+        state.settings.event_retention,
+    )
+    .await?;
+    let updated = settle(outcome, board, note)?;
+    Ok(note_response(StatusCode::OK, &updated))
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let board = request::board_id(&path.0)?;
+    let note = request::note_id(&path.1)?;
+    let precondition = precondition(&req)?;
+    let mut client = state.db.client().await?;
+    let outcome = notes::delete(
+        &mut client,
+        board,
+        note,
+        precondition.as_ref(),
+        state.settings.event_retention,
+    )
+    .await?;
+    settle(outcome, board, note)?;
+    Ok(HttpResponse::NoContent().finish())
+}

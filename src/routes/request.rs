@@ -1,0 +1,72 @@
+//! Reading what a request says beyond its body: path ids, the writer's name, the client.
+
+use actix_web::HttpRequest;
+use percent_encoding::percent_decode_str;
+
+use crate::domain::ids::{BoardId, NoteId};
+use crate::error::ApiError;
+
+/// The longest display name kept; longer ones are refused rather than cut silently.
+pub const NAME_MAX_CHARS: usize = 100;
+
+pub fn board_id(raw: &str) -> Result<BoardId, ApiError> {
+    BoardId::parse(raw).map_err(ApiError::InvalidId)
+}
+
+pub fn note_id(raw: &str) -> Result<NoteId, ApiError> {
+    NoteId::parse(raw).map_err(ApiError::InvalidId)
+}
+
+/// Validates a display name from a header or query: trimmed, at most 100 characters, no
+/// control characters. Empty means none.
+pub fn display_name(raw: &str, source: &str) -> Result<Option<String>, ApiError> {
+    let name = raw.trim();
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::Validation(format!(
+            "`{source}` must not contain control characters"
+        )));
+    }
+    let chars = name.chars().count();
+    if chars > NAME_MAX_CHARS {
+        return Err(ApiError::Validation(format!(
+            "`{source}` must be at most {NAME_MAX_CHARS} characters (got {chars})"
+        )));
+    }
+    Ok((!name.is_empty()).then(|| name.to_string()))
+}
+
+/// The writer's name with auth off: `X-Display-Name`, percent-decoded (browsers cannot
+/// send raw non-ASCII header values, so the page percent-encodes them).
+pub fn writer_name(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("x-display-name") else {
+        return Ok(None);
+    };
+    let decoded = percent_decode_str(value.to_str().map_err(|_| {
+        ApiError::Validation("`X-Display-Name` must be ASCII (percent-encode UTF-8)".into())
+    })?)
+    .decode_utf8()
+    .map_err(|_| {
+        ApiError::Validation("`X-Display-Name` is not valid percent-encoded UTF-8".into())
+    })?;
+    display_name(&decoded, "X-Display-Name")
+}
+
+/// The client a limit counts against: its IP address (the first `X-Forwarded-For` hop when
+/// the proxy is trusted, as behind Heroku's router).
+pub fn client_ip(req: &HttpRequest, trust_proxy: bool) -> String {
+    if trust_proxy
+        && let Some(forwarded) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        && let Some(first) = forwarded
+            .split(',')
+            .next()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return first.to_string();
+    }
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}

@@ -1,0 +1,207 @@
+//! `Application`: the pool, the stream machinery and the HTTP server, started on a port
+//! (0 in tests) and stopped gracefully when its shutdown token is cancelled.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{App, HttpServer, dev::Server, middleware, rt::net::TcpStream, web};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ListenerMode, Settings};
+use crate::db::{Database, migrations};
+use crate::realtime::{Live, LiveSettings, Stats};
+use crate::routes::{self, AppState};
+
+/// Connections left free in per-stream mode for other instances, `migrate` and operators.
+const CONNECTION_RESERVE: usize = 10;
+/// Above Heroku Router 2.0's 90 s idle timeout for router-to-dyno connections, so the
+/// router never reuses a connection the server has just closed (H18/H13 noise).
+const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(100);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Database(String),
+    #[error(
+        "the database schema is at version {current} but this build needs version {needed}: run `boardcast migrate` first"
+    )]
+    SchemaBehind { current: i32, needed: i32 },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        let db = Database::new(&settings).map_err(StartError::Database)?;
+        let client = db
+            .connect_driven()
+            .await
+            .map_err(|e| StartError::Database(format!("cannot reach the database: {e}")))?;
+        let current = migrations::current_version(&client)
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        let needed = migrations::latest_version();
+        if current < needed {
+            return Err(StartError::SchemaBehind { current, needed });
+        }
+        let max_streams = match settings.max_streams {
+            Some(n) => n,
+            None => default_max_streams(&settings, &client).await?,
+        };
+        drop(client);
+
+        let shutdown = CancellationToken::new();
+        let stats = Arc::new(Stats::default());
+        let live = Live::new(
+            db.clone(),
+            LiveSettings::new(&settings, max_streams),
+            shutdown.clone(),
+            stats.clone(),
+        );
+        log::info!(
+            "listener mode {}, at most {max_streams} streams, heartbeat every {:?}",
+            settings.listener.as_str(),
+            settings.heartbeat
+        );
+        if settings.jwt_secret.is_none() {
+            log::warn!(
+                "AUTH IS OFF: JWT_SECRET is not set, so anyone who can reach this server can read and write every board"
+            );
+        }
+
+        let addr = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?
+            .port();
+
+        let heartbeat = settings.heartbeat;
+        let grace = settings.shutdown_grace;
+        let workers = settings.workers;
+        let state = web::Data::new(AppState { db, live, settings });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(request_log())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        // Must come before listen(): applies to every accepted socket.
+        .on_connect(move |conn, _ext| tune_socket(conn, heartbeat))
+        // Drop a stream as soon as its client's FIN arrives, not on the next failed write
+        // (actix-web #1313). EventSource never half-closes.
+        .h1_allow_half_closed(false)
+        .keep_alive(HTTP_KEEP_ALIVE)
+        .shutdown_timeout(grace.as_secs())
+        .shutdown_signal(shutdown.clone().cancelled_owned());
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Bind {
+                addr: format!("port {port}"),
+                source,
+            })?
+            .run();
+        Ok(Application {
+            port,
+            server,
+            shutdown,
+            stats,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancel to stop: streams get `retry:` and end, then the server drains and exits.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Per-stream mode holds one connection per stream: leave room in `max_connections` for
+/// the pool, the superuser reserve and a margin for other instances and operators.
+async fn default_max_streams(
+    settings: &Settings,
+    client: &tokio_postgres::Client,
+) -> Result<usize, StartError> {
+    if settings.listener == ListenerMode::Shared {
+        return Ok(crate::config::DEFAULT_SHARED_MAX_STREAMS);
+    }
+    let read = |name: &'static str| async move {
+        let row = client
+            .query_one(&format!("SELECT current_setting('{name}')::int"), &[])
+            .await
+            .map_err(|e| StartError::Database(format!("cannot read {name}: {e}")))?;
+        Ok::<usize, StartError>(row.get::<_, i32>(0).max(0) as usize)
+    };
+    let max = read("max_connections").await?;
+    let reserved = read("superuser_reserved_connections").await?;
+    let free = max.saturating_sub(reserved + settings.pool_size + CONNECTION_RESERVE);
+    if free == 0 {
+        log::warn!(
+            "max_connections={max} leaves no room for per-stream listeners after the pool ({}) and reserve; allowing 1 stream. Use LISTENER=shared or set MAX_STREAMS.",
+            settings.pool_size
+        );
+    }
+    Ok(free.max(1))
+}
+
+/// Bounds how long a vanished peer (no FIN, no RST) keeps a stream: unacknowledged
+/// heartbeat bytes abort the connection after one interval, and keepalive probes find a
+/// silent peer while nothing is being written.
+fn tune_socket(conn: &dyn std::any::Any, heartbeat: Duration) {
+    let Some(tcp) = conn.downcast_ref::<TcpStream>() else {
+        return;
+    };
+    let socket = socket2::SockRef::from(tcp);
+    let floor = heartbeat.max(Duration::from_secs(1));
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(floor)) {
+        log::debug!("TCP_USER_TIMEOUT not set: {e}");
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(floor)
+        .with_interval((floor / 3).max(Duration::from_secs(1)));
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive.with_retries(3);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        log::debug!("TCP keepalive not set: {e}");
+    }
+}
+
+/// One line per request: method, path with secrets redacted, status, duration.
+fn request_log() -> middleware::Logger {
+    middleware::Logger::new("%{request}xi %s %Dms").custom_request_replace("request", |req| {
+        format!(
+            "{} {}",
+            req.method(),
+            crate::redact::path_and_query(req.uri())
+        )
+    })
+}
