@@ -52,10 +52,10 @@ impl From<tokio_postgres::Error> for DbError {
 
 impl From<deadpool_postgres::PoolError> for DbError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => DbError::Unavailable(other.to_string()),
-        }
+        // Every pool failure (no connection could be made, none came free in time, the
+        // database refused a new session) is the database being unavailable, whatever
+        // SQLSTATE it came with.
+        DbError::Unavailable(e.to_string())
     }
 }
 
