@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, migrations};
-use crate::realtime::{Live, LiveSettings, Stats};
+use crate::realtime::{Live, LiveSettings, Stats, presence::Presence};
 use crate::routes::{self, AppState};
 
 /// Connections left free in per-stream mode for other instances, `migrate` and operators.
@@ -38,6 +38,7 @@ pub struct Application {
     server: Server,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
+    presence: Arc<Presence>,
 }
 
 impl Application {
@@ -62,11 +63,17 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
+        let presence = Presence::new(db.clone(), settings.heartbeat);
+        presence
+            .start(shutdown.clone())
+            .await
+            .map_err(|e| StartError::Database(format!("cannot register for presence: {e}")))?;
         let live = Live::new(
             db.clone(),
             LiveSettings::new(&settings, max_streams),
             shutdown.clone(),
             stats.clone(),
+            presence.clone(),
         );
         log::info!(
             "listener mode {}, at most {max_streams} streams, heartbeat every {:?}",
@@ -123,6 +130,7 @@ impl Application {
             server,
             shutdown,
             stats,
+            presence,
         })
     }
 
@@ -140,7 +148,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.presence.stop().await;
+        result
     }
 }
 

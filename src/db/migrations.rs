@@ -16,11 +16,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../sql/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../sql/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "presence",
+        sql: include_str!("../../sql/0002_presence.sql"),
+    },
+];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.
 const LOCK_KEY: i64 = 0x626f_6172_6463_6173;

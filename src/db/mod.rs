@@ -4,6 +4,7 @@ pub mod boards;
 pub mod events;
 pub mod migrations;
 pub mod notes;
+pub mod presence;
 pub mod tls;
 
 use std::time::Duration;
@@ -111,13 +112,20 @@ impl Database {
     /// A new connection of its own, outside the pool: LISTEN needs one, because a pooled
     /// connection's driver discards notifications and its LISTEN state would leak to the
     /// next user. The caller must poll the returned connection.
-    pub async fn connect_dedicated(&self) -> Result<(Client, DedicatedConnection), DbError> {
-        Ok(self.config.connect(self.tls.clone()).await?)
+    /// `purpose` becomes part of its `application_name`, so operators (and tests) can tell
+    /// listener connections apart in `pg_stat_activity`.
+    pub async fn connect_dedicated(
+        &self,
+        purpose: &str,
+    ) -> Result<(Client, DedicatedConnection), DbError> {
+        let mut config = self.config.clone();
+        config.application_name(format!("boardcast {purpose}"));
+        Ok(config.connect(self.tls.clone()).await?)
     }
 
     /// A dedicated connection whose driver runs in its own task (for `migrate` and checks).
     pub async fn connect_driven(&self) -> Result<Client, DbError> {
-        let (client, connection) = self.connect_dedicated().await?;
+        let (client, connection) = self.connect_dedicated("admin").await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 log::debug!("dedicated connection ended: {e}");

@@ -116,19 +116,47 @@ impl Change<'_> {
 }
 
 /// What a listener reads from a NOTIFY payload before deciding what to do with it.
-#[derive(Debug, Deserialize)]
-pub struct Notice {
-    pub seq: i64,
+#[derive(Debug, PartialEq)]
+pub enum Notice {
+    /// A change event; when `reference` is set the payload is only a pointer into the log.
+    Change {
+        seq: i64,
+        kind: EventKind,
+        reference: bool,
+    },
+    /// A viewer joined or left; the payload is the event's data as is.
+    Presence { joined: bool, viewer: uuid::Uuid },
+}
+
+#[derive(Deserialize)]
+struct RawNotice {
     #[serde(rename = "type")]
-    pub kind: EventKind,
-    /// The payload is only a reference: read the event from the log.
+    kind: String,
+    seq: Option<i64>,
     #[serde(default, rename = "ref")]
-    pub reference: bool,
+    reference: bool,
+    viewer: Option<ViewerRef>,
+}
+
+#[derive(Deserialize)]
+struct ViewerRef {
+    id: uuid::Uuid,
 }
 
 impl Notice {
     pub fn parse(payload: &str) -> Option<Notice> {
-        serde_json::from_str(payload).ok()
+        let raw: RawNotice = serde_json::from_str(payload).ok()?;
+        match raw.kind.as_str() {
+            "presence.joined" | "presence.left" => Some(Notice::Presence {
+                joined: raw.kind == "presence.joined",
+                viewer: raw.viewer?.id,
+            }),
+            name => Some(Notice::Change {
+                seq: raw.seq?,
+                kind: EventKind::parse(name)?,
+                reference: raw.reference,
+            }),
+        }
     }
 }
 
@@ -197,14 +225,39 @@ mod tests {
         let line = Change::NoteUpdated(&n).encode(9, n.board_id, Utc::now());
         let payload = notify_payload(&line, 9, EventKind::NoteUpdated, n.board_id);
         assert!(payload.len() < NOTIFY_PAYLOAD_LIMIT);
-        let notice = Notice::parse(&payload).expect("parses");
-        assert!(notice.reference);
-        assert_eq!((notice.seq, notice.kind), (9, EventKind::NoteUpdated));
+        let expected = Notice::Change {
+            seq: 9,
+            kind: EventKind::NoteUpdated,
+            reference: true,
+        };
+        assert_eq!(Notice::parse(&payload), Some(expected));
         let small = Change::NoteUpdated(&note("hi")).encode(10, n.board_id, Utc::now());
         assert_eq!(
             notify_payload(&small, 10, EventKind::NoteUpdated, n.board_id),
             small
         );
-        assert!(!Notice::parse(&small).expect("parses").reference);
+        let expected = Notice::Change {
+            seq: 10,
+            kind: EventKind::NoteUpdated,
+            reference: false,
+        };
+        assert_eq!(Notice::parse(&small), Some(expected));
+    }
+
+    #[test]
+    fn presence_notices_name_their_viewer() {
+        let viewer = crate::domain::viewer::Viewer {
+            id: uuid::Uuid::new_v4(),
+            name: "Ana".into(),
+            since: Utc::now(),
+        };
+        let payload = crate::domain::viewer::presence_payload(false, &viewer);
+        let expected = Notice::Presence {
+            joined: false,
+            viewer: viewer.id,
+        };
+        assert_eq!(Notice::parse(&payload), Some(expected));
+        assert_eq!(Notice::parse("{\"type\":\"note.created\"}"), None);
+        assert_eq!(Notice::parse("not json"), None);
     }
 }

@@ -13,6 +13,9 @@ use tokio_postgres::{AsyncMessage, Client};
 use crate::db::{Database, DbError};
 use crate::domain::ids::BoardId;
 
+/// Listener connections show as `boardcast listener` in `pg_stat_activity`.
+pub const LISTENER_APPLICATION: &str = "listener";
+
 /// What the connection's driver reports.
 #[derive(Debug)]
 pub enum Signal {
@@ -36,7 +39,7 @@ impl Listener {
     /// Connects and LISTENs on the board's channel; returns only once LISTEN has succeeded,
     /// so nothing committed after this returns can be missed.
     pub async fn open(db: &Database, board: BoardId) -> Result<Listener, DbError> {
-        let (client, mut connection) = db.connect_dedicated().await?;
+        let (client, mut connection) = db.connect_dedicated(LISTENER_APPLICATION).await?;
         let (tx, signals) = mpsc::unbounded_channel();
         // The driver must be polled for queries to run and notifications to arrive.
         tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! stream (client gone, slow, shutdown, board deleted).
 
 pub mod listener;
+pub mod presence;
 pub mod sse;
 pub mod stats;
 mod stream;
@@ -11,7 +12,10 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -25,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, DbError, boards, events, notes};
-use crate::domain::ids::BoardId;
+use crate::domain::{ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
+use presence::Presence;
 pub use stats::{CloseReason, Stats};
 
 /// A client more than this many events behind is closed as `slow` (the contract's number).
@@ -73,6 +78,7 @@ pub struct Live {
     per_client: Arc<Mutex<HashMap<String, usize>>>,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
+    presence: Arc<Presence>,
 }
 
 /// How a stream begins.
@@ -89,9 +95,11 @@ impl Live {
         settings: LiveSettings,
         shutdown: CancellationToken,
         stats: Arc<Stats>,
+        presence: Arc<Presence>,
     ) -> Live {
         Live {
             db,
+            presence,
             capacity: Arc::new(Semaphore::new(settings.max_streams)),
             settings: Arc::new(settings),
             per_client: Arc::default(),
@@ -106,6 +114,10 @@ impl Live {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// Opens a stream: LISTEN first, then read the snapshot or plan the replay, then hand
@@ -134,8 +146,8 @@ impl Live {
             .await
             .map_err(ApiError::from)?;
         self.stats.listener_opened();
-        let opening = match self.plan(request.board, request.last_event_id).await {
-            Ok(Some(opening)) => opening,
+        let (opening, viewer, viewers) = match self.begin(&request).await {
+            Ok(Some(begun)) => begun,
             Ok(None) => {
                 self.stats.listener_closed();
                 return Err(ApiError::board_not_found(request.board));
@@ -147,6 +159,7 @@ impl Live {
         };
 
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
+        let abandoned = Arc::new(AtomicBool::new(false));
         // The first bytes go out at once: Heroku's router wants a byte within 30 s.
         let _ = tx.try_send(sse::retry(OPENING_RETRY));
         let (last_sent, replay) = match opening {
@@ -157,11 +170,13 @@ impl Live {
             }
             Opening::Replay { after, upto } => (after, Some(upto)),
         };
+        let _ = tx.try_send(presence_list(&viewers));
         self.stats.stream_opened();
         log::info!(
-            "stream opened: board={} viewer={:?} from={}",
+            "stream opened: board={} viewer={:?} ({}) from={}",
             request.board,
-            request.viewer,
+            viewer.name,
+            viewer.id,
             request
                 .last_event_id
                 .map_or("snapshot".to_string(), |id| format!("id {id}"))
@@ -169,18 +184,21 @@ impl Live {
         let task = stream::StreamTask {
             db: self.db.clone(),
             board: request.board,
-            viewer: request.viewer,
+            viewer,
+            presence: self.presence.clone(),
+            presence_synced: false,
             tx,
             source: stream::Source::Dedicated(Some(listener)),
             last_sent,
             replay_upto: replay,
+            abandoned: abandoned.clone(),
             heartbeat: self.settings.heartbeat,
             shutdown: self.shutdown.clone(),
             stats: self.stats.clone(),
             _slots: (slot, client_slot),
         };
         tokio::spawn(task.run());
-        Ok(EventBody { rx })
+        Ok(EventBody { rx, abandoned })
     }
 
     fn claim_client_slot(&self, key: &str) -> Result<ClientSlot, ApiError> {
@@ -200,6 +218,24 @@ impl Live {
             key: key.to_string(),
             counts: self.per_client.clone(),
         })
+    }
+
+    /// Plans the opening, then joins the board's viewers. `None`: no such board.
+    async fn begin(
+        &self,
+        request: &OpenRequest,
+    ) -> Result<Option<(Opening, Viewer, Vec<Viewer>)>, DbError> {
+        let Some(opening) = self.plan(request.board, request.last_event_id).await? else {
+            return Ok(None);
+        };
+        let Some((viewer, viewers)) = self
+            .presence
+            .join(request.board, request.viewer.clone())
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((opening, viewer, viewers)))
     }
 
     /// Decides between replay and snapshot in one consistent read. `None`: no such board.
@@ -237,6 +273,11 @@ impl Live {
     }
 }
 
+/// The `presence` event: everyone viewing the board.
+fn presence_list(viewers: &[Viewer]) -> Bytes {
+    sse::unsequenced("presence", json!({ "viewers": viewers }).to_string())
+}
+
 /// Releases a client's stream slot when its stream ends.
 struct ClientSlot {
     key: String,
@@ -262,6 +303,17 @@ type Slots = (OwnedSemaphorePermit, ClientSlot);
 /// away) closes the queue, which the task notices at once.
 pub struct EventBody {
     rx: mpsc::Receiver<Bytes>,
+    /// Set when the body is dropped with frames the client never took: the client had
+    /// stopped reading (a zero window cut by TCP_USER_TIMEOUT), which is `slow`.
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        if !self.rx.is_empty() {
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Stream for EventBody {

@@ -1,7 +1,14 @@
 //! One stream's task: forwards its board's events to the client's queue, exactly once and
 //! in order, and decides when the stream ends.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use rand::Rng;
@@ -14,13 +21,15 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Slots,
     listener::{Listener, Signal},
-    sse,
+    presence::Presence,
+    presence_list, sse,
     stats::{CloseReason, Stats},
 };
 use crate::db::{Database, boards, events};
 use crate::domain::{
     event::{EventKind, Notice},
     ids::BoardId,
+    viewer::Viewer,
 };
 
 /// Events read from the log per query during a replay or catch-up.
@@ -41,13 +50,19 @@ pub(super) enum Source {
 pub(super) struct StreamTask {
     pub db: Database,
     pub board: BoardId,
-    pub viewer: String,
+    pub viewer: Viewer,
+    pub presence: Arc<Presence>,
+    /// Presence notifications are dropped until this stream's own `joined` comes back:
+    /// those before it are already in the list it was sent.
+    pub presence_synced: bool,
     pub tx: mpsc::Sender<Bytes>,
     pub source: Source,
     /// The seq of the last event queued for the client.
     pub last_sent: i64,
     /// Replay the log up to this seq before going live.
     pub replay_upto: Option<i64>,
+    /// Set by the body if it was dropped holding undelivered frames.
+    pub abandoned: Arc<AtomicBool>,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
     pub stats: Arc<Stats>,
@@ -66,20 +81,22 @@ struct Progress {
 impl StreamTask {
     pub async fn run(mut self) {
         let started = Instant::now();
-        let reason = match self.serve().await {
-            Err(reason) => reason,
+        let mut progress = Progress {
+            sent: (self.tx.max_capacity() - self.tx.capacity()) as u64,
+            ..Progress::default()
         };
+        let Err(reason) = self.serve(&mut progress).await;
+        // The connection and the slot go first: they are what a flood of closes exhausts.
+        self.drop_listener();
+        self.stats.stream_closed(reason);
+        // Then presence, before the body ends: at shutdown the worker may stop right after.
+        self.presence.leave(self.board, self.viewer.id).await;
         if reason == CloseReason::Shutdown {
             // Spread the reconnects of every client over 1–5 s so the next instance is not
             // hit by all of them at once.
             let jitter = rand::rng().random_range(1000..=5000);
             let _ = self.tx.try_send(sse::retry(Duration::from_millis(jitter)));
         }
-        let Source::Dedicated(listener) = &self.source;
-        if listener.is_some() {
-            self.stats.listener_closed();
-        }
-        self.stats.stream_closed(reason);
         let level = if reason == CloseReason::Slow {
             log::Level::Warn
         } else {
@@ -87,22 +104,19 @@ impl StreamTask {
         };
         log::log!(
             level,
-            "stream closed: board={} viewer={:?} duration={:.1}s reason={}",
+            "stream closed: board={} viewer={:?} ({}) duration={:.1}s reason={}",
             self.board,
-            self.viewer,
+            self.viewer.name,
+            self.viewer.id,
             started.elapsed().as_secs_f64(),
             reason.as_str()
         );
     }
 
     /// Runs until the stream must end; the error is why.
-    async fn serve(&mut self) -> Result<Infallible, CloseReason> {
-        let mut progress = Progress {
-            sent: (self.tx.max_capacity() - self.tx.capacity()) as u64,
-            ..Progress::default()
-        };
+    async fn serve(&mut self, progress: &mut Progress) -> Result<Infallible, CloseReason> {
         if let Some(upto) = self.replay_upto.take() {
-            let replayed = self.catch_up(Some(upto), &mut progress).await?;
+            let replayed = self.catch_up(Some(upto), progress).await?;
             self.stats.replayed(replayed);
         }
         let mut ticker = interval_at(Instant::now() + self.heartbeat, self.heartbeat);
@@ -116,9 +130,14 @@ impl StreamTask {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(CloseReason::Shutdown),
-                _ = self.tx.closed() => return Err(CloseReason::ClientGone),
+                // A client whose queue had stopped draining was not reading: the kernel
+                // (TCP_USER_TIMEOUT covers zero-window probes) cut it, and that is `slow`.
+                _ = self.tx.closed() => {
+                    let stalled = self.abandoned.load(Ordering::Relaxed);
+                    return Err(if stalled { CloseReason::Slow } else { progress.close_reason() });
+                }
                 signal = next_signal(&mut self.source) => match signal {
-                    Signal::Notice(payload) => self.on_notice(&payload, &mut progress).await?,
+                    Signal::Notice(payload) => self.on_notice(&payload, progress).await?,
                     Signal::Lost(why) => {
                         log::warn!("listener for board {} lost ({why}); re-listening", self.board);
                         self.drop_listener();
@@ -134,8 +153,9 @@ impl StreamTask {
                             reconnect_at = None;
                             backoff = RECONNECT_FIRST;
                             // Notifications sent while no one listened are lost: the log has them.
-                            let caught_up = self.catch_up(None, &mut progress).await?;
+                            let caught_up = self.catch_up(None, progress).await?;
                             self.stats.replayed(caught_up);
+                            self.resync_presence(progress).await?;
                         }
                         Err(e) => {
                             log::warn!("re-listening for board {} failed: {e}", self.board);
@@ -146,7 +166,7 @@ impl StreamTask {
                 }
                 _ = ticker.tick() => {
                     progress.check(&self.tx)?;
-                    self.push(sse::heartbeat(), &mut progress)?;
+                    self.push(sse::heartbeat(), progress)?;
                     if last_ping.elapsed() >= ping_every {
                         last_ping = Instant::now();
                         let Source::Dedicated(listener) = &self.source;
@@ -170,39 +190,83 @@ impl StreamTask {
         }
     }
 
-    /// A live notification: dropped if already sent, preceded by a catch-up if it reveals a
-    /// gap, resolved from the log if it is only a reference.
+    /// Presence notifications were lost with the listener: send the whole list again.
+    async fn resync_presence(&mut self, progress: &mut Progress) -> Result<(), CloseReason> {
+        let viewers = self
+            .presence
+            .list(self.board)
+            .await
+            .map_err(|_| CloseReason::ListenerLost)?;
+        self.presence_synced = true;
+        self.push(presence_list(&viewers), progress)
+    }
+
+    /// A live notification: a presence change, or a change event.
     async fn on_notice(
         &mut self,
         payload: &str,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        let Some(notice) = Notice::parse(payload) else {
-            log::warn!(
-                "ignoring an unreadable notification on board {}",
-                self.board
-            );
-            return Ok(());
-        };
-        if notice.seq <= self.last_sent {
+        match Notice::parse(payload) {
+            Some(Notice::Change {
+                seq,
+                kind,
+                reference,
+            }) => {
+                self.on_change(payload, seq, kind, reference, progress)
+                    .await
+            }
+            Some(Notice::Presence { joined, viewer }) => {
+                if viewer == self.viewer.id {
+                    self.presence_synced = true;
+                    return Ok(());
+                }
+                if !self.presence_synced {
+                    return Ok(());
+                }
+                let name = if joined {
+                    "presence.joined"
+                } else {
+                    "presence.left"
+                };
+                self.push(sse::unsequenced(name, payload.to_string()), progress)
+            }
+            None => {
+                log::warn!(
+                    "ignoring an unreadable notification on board {}",
+                    self.board
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// A change event: dropped if already sent, preceded by a catch-up if it reveals a gap,
+    /// resolved from the log if the notification is only a reference.
+    async fn on_change(
+        &mut self,
+        payload: &str,
+        seq: i64,
+        kind: EventKind,
+        reference: bool,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        if seq <= self.last_sent {
             return Ok(());
         }
-        if notice.seq > self.last_sent + 1 {
-            let filled = self.catch_up(Some(notice.seq - 1), progress).await?;
+        if seq > self.last_sent + 1 {
+            let filled = self.catch_up(Some(seq - 1), progress).await?;
             self.stats.replayed(filled);
         }
-        let data = if notice.reference {
-            self.read_logged(notice.seq).await?
+        let data = if reference {
+            self.read_logged(seq).await?
         } else {
             payload.to_string()
         };
-        self.push(
-            sse::sequenced(notice.seq, notice.kind.as_str(), data),
-            progress,
-        )?;
-        self.last_sent = notice.seq;
+        self.push(sse::sequenced(seq, kind.as_str(), data), progress)?;
+        self.last_sent = seq;
         self.stats.delivered(1);
-        if notice.kind == EventKind::BoardDeleted {
+        if kind == EventKind::BoardDeleted {
             return Err(CloseReason::BoardDeleted);
         }
         Ok(())
@@ -303,6 +367,14 @@ impl StreamTask {
 }
 
 impl Progress {
+    fn close_reason(&self) -> CloseReason {
+        if self.stalled_ticks > 0 {
+            CloseReason::Slow
+        } else {
+            CloseReason::ClientGone
+        }
+    }
+
     fn check(&mut self, tx: &mpsc::Sender<Bytes>) -> Result<(), CloseReason> {
         let queued = (tx.max_capacity() - tx.capacity()) as u64;
         let consumed = self.sent.saturating_sub(queued);
@@ -323,5 +395,43 @@ async fn next_signal(source: &mut Source) -> Signal {
     match source {
         Source::Dedicated(Some(listener)) => listener.recv().await,
         Source::Dedicated(None) => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_that_stops_draining_for_two_ticks_is_slow() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let mut progress = Progress::default();
+        for _ in 0..3 {
+            tx.try_send(Bytes::from_static(b"x")).expect("room");
+            progress.sent += 1;
+        }
+        assert_eq!(progress.check(&tx), Ok(()));
+        assert_eq!(progress.close_reason(), CloseReason::Slow);
+        assert_eq!(progress.check(&tx), Err(CloseReason::Slow));
+
+        // Draining resets the count.
+        let mut progress = Progress {
+            sent: 3,
+            ..Progress::default()
+        };
+        assert_eq!(progress.check(&tx), Ok(()));
+        let _ = rx.try_recv();
+        assert_eq!(progress.check(&tx), Ok(()));
+        assert_eq!(progress.close_reason(), CloseReason::ClientGone);
+    }
+
+    #[test]
+    fn an_empty_queue_is_never_slow() {
+        let (tx, _rx) = mpsc::channel::<Bytes>(8);
+        let mut progress = Progress::default();
+        for _ in 0..5 {
+            assert_eq!(progress.check(&tx), Ok(()));
+        }
+        assert_eq!(progress.close_reason(), CloseReason::ClientGone);
     }
 }

@@ -4,7 +4,9 @@ mod boards;
 mod events;
 mod health;
 mod notes;
+mod presence;
 mod request;
+mod web_page;
 
 use actix_web::{HttpRequest, HttpResponse, error, http::Method, web};
 
@@ -58,6 +60,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(not_allowed("GET"))),
         )
         .service(
+            web::resource("/api/boards/{board_id}/presence")
+                .route(web::get().to(presence::list))
+                .default_service(web::to(not_allowed("GET"))),
+        )
+        .service(
             web::resource("/healthz")
                 .route(web::get().to(health::healthz))
                 .default_service(web::to(not_allowed("GET"))),
@@ -67,6 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(health::readyz))
                 .default_service(web::to(not_allowed("GET"))),
         );
+    web_page::configure(cfg);
 }
 
 /// Answers 404 in the contract's JSON for any path no route serves.

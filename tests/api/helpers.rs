@@ -213,6 +213,11 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// `127.0.0.1:<port>`, for raw TCP clients.
+    pub fn socket_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     pub async fn create_board(&self, title: &str) -> Value {
         let response = self
             .http
@@ -301,10 +306,10 @@ impl TestApp {
         client
     }
 
-    /// Backends of this test's database that are LISTENing (per-stream listeners).
+    /// Listener connections to this test's database (`application_name` says so).
     pub async fn listening_backends(&self, sql: &tokio_postgres::Client) -> i64 {
         sql.query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'boardcast listener'",
             &[&self.db_name],
         )
         .await

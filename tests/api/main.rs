@@ -6,4 +6,5 @@ mod boards;
 mod errors;
 mod events;
 mod notes;
+mod presence;
 mod writes;

@@ -1,0 +1,226 @@
+//! The pages people use: `/` (the board list), `/b/{id}` (one board) and their scripts and
+//! styles under `/static/`.
+//!
+//! Every file is embedded in the binary with `include_bytes!`, so the one executable Heroku
+//! runs serves the whole product and there is no directory to ship or misconfigure. Static
+//! files come from an explicit allow-list matched on the exact name: an unknown name is a
+//! 404, so no request path can ever reach outside `web/` (there is no file system access at
+//! all).
+//!
+//! Pages and files carry a strict Content-Security-Policy: scripts, styles and connections
+//! only from this origin, no inline script or style attribute, no framing. The pages are
+//! written for it (they set positions through the CSSOM, which CSP allows).
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::header::{self, HeaderValue},
+    web,
+};
+
+use crate::error::ApiError;
+
+/// The policy every page and file is served with.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; \
+     frame-ancestors 'none'; form-action 'self'";
+
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+/// One embedded file.
+#[derive(Clone, Copy, Debug)]
+pub struct Asset {
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+}
+
+const INDEX_HTML: Asset = Asset {
+    content_type: HTML,
+    body: include_bytes!("../../web/index.html"),
+};
+
+const BOARD_HTML: Asset = Asset {
+    content_type: HTML,
+    body: include_bytes!("../../web/board.html"),
+};
+
+/// The files `/static/{file}` may serve, by exact name. Anything else is not found.
+pub fn static_asset(name: &str) -> Option<Asset> {
+    let (content_type, body): (&'static str, &'static [u8]) = match name {
+        "app.css" => (CSS, include_bytes!("../../web/app.css")),
+        "api.js" => (JAVASCRIPT, include_bytes!("../../web/api.js")),
+        "board.js" => (JAVASCRIPT, include_bytes!("../../web/board.js")),
+        "index.js" => (JAVASCRIPT, include_bytes!("../../web/index.js")),
+        "icon.svg" => (SVG, include_bytes!("../../web/icon.svg")),
+        _ => return None,
+    };
+    Some(Asset { content_type, body })
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(index))
+            .route(web::head().to(index)),
+    )
+    .service(
+        web::resource("/b/{board_id}")
+            .route(web::get().to(board))
+            .route(web::head().to(board)),
+    )
+    .service(
+        web::resource("/static/{file}")
+            .route(web::get().to(file))
+            .route(web::head().to(file)),
+    );
+}
+
+async fn index(req: HttpRequest) -> HttpResponse {
+    serve(&req, INDEX_HTML)
+}
+
+/// The page reads the board id from its own address, so any id gets the page; one that
+/// names no board is reported by the page itself (the API answers it 400 or 404).
+async fn board(req: HttpRequest) -> HttpResponse {
+    serve(&req, BOARD_HTML)
+}
+
+async fn file(req: HttpRequest, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let asset = static_asset(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no static file named {:?}", name.as_str())))?;
+    Ok(serve(&req, asset))
+}
+
+/// A strong validator for an embedded body: FNV-1a over its bytes, computed per answer
+/// (the files are a few kilobytes; this costs microseconds).
+fn etag(body: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in body {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("\"{hash:016x}\"")
+}
+
+fn serve(req: &HttpRequest, asset: Asset) -> HttpResponse {
+    let tag = etag(asset.body);
+    // `no-cache` revalidates every time; the ETag makes that a cheap 304 after a deploy
+    // has not changed the file, and a fresh copy when it has.
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut answer = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    answer
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::ETAG, tag))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"));
+    if fresh {
+        answer.finish()
+    } else {
+        answer
+            .insert_header((header::CONTENT_TYPE, asset.content_type))
+            .body(asset.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_file_is_served_with_its_type() {
+        for (name, kind) in [
+            ("app.css", "text/css"),
+            ("api.js", "text/javascript"),
+            ("board.js", "text/javascript"),
+            ("index.js", "text/javascript"),
+            ("icon.svg", "image/svg+xml"),
+        ] {
+            let asset = static_asset(name).unwrap_or_else(|| panic!("{name} is listed"));
+            assert!(asset.content_type.starts_with(kind), "{name}");
+            assert!(!asset.body.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_outside_the_list_are_not_found() {
+        for name in [
+            "",
+            "index.html",
+            "board.html",
+            "../Cargo.toml",
+            "..%2FCargo.toml",
+            "/etc/passwd",
+            "app.css/",
+            "APP.CSS",
+            "app.css.map",
+            "app.css\0",
+        ] {
+            assert!(static_asset(name).is_none(), "{name:?} must not be served");
+        }
+    }
+
+    #[test]
+    fn the_pages_load_nothing_inline() {
+        for page in [INDEX_HTML, BOARD_HTML] {
+            let text = std::str::from_utf8(page.body).expect("pages are UTF-8");
+            assert!(!text.contains("style=\""), "no inline style attribute");
+            assert!(!text.contains("<style"), "no inline style element");
+            for script in text.split("<script").skip(1) {
+                assert!(
+                    script.contains("src=\"/static/"),
+                    "every script is a file: {script}"
+                );
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn pages_carry_the_security_headers() {
+        let app = actix_web::test::init_service(actix_web::App::new().configure(configure)).await;
+        for path in [
+            "/",
+            "/b/6f1c0000-0000-4000-8000-000000000000",
+            "/static/board.js",
+        ] {
+            let req = actix_web::test::TestRequest::get().uri(path).to_request();
+            let res = actix_web::test::call_service(&app, req).await;
+            assert_eq!(res.status(), 200, "{path}");
+            let h = res.headers();
+            assert_eq!(
+                h.get("content-security-policy")
+                    .and_then(|v| v.to_str().ok()),
+                Some(CONTENT_SECURITY_POLICY),
+                "{path}"
+            );
+            assert_eq!(
+                h.get("x-content-type-options")
+                    .and_then(|v| v.to_str().ok()),
+                Some("nosniff")
+            );
+            assert_eq!(
+                h.get("referrer-policy").and_then(|v| v.to_str().ok()),
+                Some("no-referrer")
+            );
+        }
+        let req = actix_web::test::TestRequest::get()
+            .uri("/static/..%2F..%2FCargo.toml")
+            .to_request();
+        let res = actix_web::test::call_service(&app, req).await;
+        assert_eq!(res.status(), 404);
+    }
+}
