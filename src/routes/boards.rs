@@ -21,9 +21,9 @@ fn invalid(e: ValidationError) -> ApiError {
 
 pub async fn create(
     state: web::Data<AppState>,
-    body: web::Json<BoardInput>,
+    body: request::JsonBody<BoardInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let title = BoardTitle::parse(body.into_inner().title).map_err(invalid)?;
+    let title = BoardTitle::parse(body.0.title).map_err(invalid)?;
     let client = state.db.client().await?;
     let board = boards::insert(&client, &title).await?;
     Ok(HttpResponse::Created()
@@ -95,10 +95,10 @@ pub async fn get(
 pub async fn rename(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<BoardInput>,
+    body: request::JsonBody<BoardInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = request::board_id(&path)?;
-    let title = BoardTitle::parse(body.into_inner().title).map_err(invalid)?;
+    let title = BoardTitle::parse(body.0.title).map_err(invalid)?;
     let mut client = state.db.client().await?;
     let board = boards::update_title(&mut client, id, &title, state.settings.event_retention)
         .await?

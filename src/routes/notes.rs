@@ -57,10 +57,10 @@ pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<NoteInput>,
+    body: request::JsonBody<NoteInput>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path)?;
-    let new = NewNote::parse(body.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
+    let new = NewNote::parse(body.0).map_err(|e| ApiError::Validation(e.0))?;
     let author = request::writer_name(&req)?;
     let mut client = state.db.client().await?;
     match notes::insert(
@@ -81,11 +81,11 @@ pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<NotePatchInput>,
+    body: request::JsonBody<NotePatchInput>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path.0)?;
     let note = request::note_id(&path.1)?;
-    let patch = NotePatch::parse(body.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
+    let patch = NotePatch::parse(body.0).map_err(|e| ApiError::Validation(e.0))?;
     let precondition = precondition(&req)?;
     let mut client = state.db.client().await?;
     let outcome = notes::update(

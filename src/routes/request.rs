@@ -1,13 +1,46 @@
 //! Reading what a request says beyond its body: path ids, the writer's name, the client.
 
-use actix_web::HttpRequest;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use futures_util::future::LocalBoxFuture;
 use percent_encoding::percent_decode_str;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::domain::ids::{BoardId, NoteId};
 use crate::error::ApiError;
 
 /// The longest display name kept; longer ones are refused rather than cut silently.
 pub const NAME_MAX_CHARS: usize = 100;
+
+/// A JSON request body. Reading and syntax-checking it is `web::Json`'s (so the
+/// `JsonConfig` limits and error answers apply); turning it into `T` goes through
+/// `serde_path_to_error`, so a value of the wrong type is reported with the field it is in,
+/// which serde_json alone does not say.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let raw = web::Json::<Box<RawValue>>::from_request(req, payload);
+        Box::pin(async move {
+            let raw = raw.await?.into_inner();
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                .map(JsonBody)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let cause = e.into_inner();
+                    let message = if path == "." {
+                        format!("the body does not have the expected fields: {cause}")
+                    } else {
+                        format!("`{path}`: {cause}")
+                    };
+                    ApiError::InvalidJson(message).into()
+                })
+        })
+    }
+}
 
 pub fn board_id(raw: &str) -> Result<BoardId, ApiError> {
     BoardId::parse(raw).map_err(ApiError::InvalidId)

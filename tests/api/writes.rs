@@ -1,1 +1,380 @@
-//! (tests to come)
+//! What a write leaves behind: a gapless event log, one NOTIFY per event in seq order, large
+//! events by reference, retention; and the binary's `migrate`, schema check and config errors.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, base_settings, database_url, spawn_app, spawn_app_with};
+
+/// A plain connection of the test's own that `LISTEN`s on the board's channel; yields each
+/// notification as `(channel, payload)`.
+async fn listen(
+    app: &TestApp,
+    board: &str,
+) -> (
+    tokio_postgres::Client,
+    mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let (client, mut connection) = app
+        .settings
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("a LISTEN connection");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message
+                && tx
+                    .send((n.channel().to_string(), n.payload().to_string()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN \"boards_{board}\""))
+        .await
+        .expect("LISTEN");
+    (client, rx)
+}
+
+/// The next `count` notification payloads, parsed, each within a few seconds.
+async fn receive(
+    rx: &mut mpsc::UnboundedReceiver<(String, String)>,
+    board: &str,
+    count: usize,
+) -> Vec<(String, Value)> {
+    let mut received = Vec::new();
+    for n in 0..count {
+        let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("notification {} of {count} arrives", n + 1))
+            .expect("the LISTEN connection is open");
+        assert_eq!(channel, format!("boards_{board}"));
+        let json = serde_json::from_str(&payload).expect("the payload is JSON");
+        received.push((payload, json));
+    }
+    received
+}
+
+async fn logged_seqs(app: &TestApp, board: &str) -> Vec<i64> {
+    let board: Uuid = board.parse().expect("uuid");
+    app.sql()
+        .await
+        .query(
+            "SELECT seq FROM events WHERE board_id = $1 ORDER BY seq",
+            &[&board],
+        )
+        .await
+        .expect("the event log")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_writes_get_gapless_seqs_and_notifications_in_order() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let (_listener, mut rx) = listen(&app, &board).await;
+
+    let mut notes = Vec::new();
+    for n in 0..5 {
+        notes.push(
+            app.add_note(&board, &format!("note {n}")).await["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for i in 0..45 {
+        let http = app.http.clone();
+        let (url, body, expected) = if i % 2 == 0 {
+            (
+                app.url(&format!("/api/boards/{board}/notes")),
+                json!({ "text": format!("new {i}"), "x": i, "y": 0 }),
+                201,
+            )
+        } else {
+            let note = &notes[i % notes.len()];
+            (
+                app.url(&format!("/api/boards/{board}/notes/{note}")),
+                json!({ "x": i, "text": format!("edit {i}") }),
+                200,
+            )
+        };
+        tasks.push(tokio::spawn(async move {
+            let request = if expected == 201 {
+                http.post(url)
+            } else {
+                http.patch(url)
+            };
+            let response = request.json(&body).send().await.expect("write is answered");
+            assert_eq!(response.status(), expected, "{body}");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("the writing task finishes");
+    }
+
+    assert_eq!(
+        logged_seqs(&app, &board).await,
+        (1..=50).collect::<Vec<i64>>(),
+        "the log has no gap"
+    );
+    let notified: Vec<i64> = receive(&mut rx, &board, 50)
+        .await
+        .iter()
+        .map(|(_, json)| json["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        notified,
+        (1..=50).collect::<Vec<i64>>(),
+        "notifications in seq order"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+
+    let current: Value = app
+        .http
+        .get(app.url(&format!("/api/boards/{board}")))
+        .send()
+        .await
+        .expect("GET board")
+        .json()
+        .await
+        .expect("board JSON");
+    assert_eq!(current["seq"], 50);
+    let notes = current["notes"].as_array().expect("notes");
+    assert_eq!(notes.len(), 5 + 23);
+    let updates: i64 = notes
+        .iter()
+        .map(|n| n["version"].as_i64().expect("version") - 1)
+        .sum();
+    assert_eq!(updates, 22, "every update counted once");
+}
+
+#[tokio::test]
+async fn a_ten_thousand_character_note_is_announced_by_reference_and_kept_whole() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let (_listener, mut rx) = listen(&app, &board).await;
+    let long = format!("{}\n\"end\" 😀", "é".repeat(9_990));
+    assert_eq!(long.chars().count(), 9_998);
+    assert!(long.len() > 8_000 * 2);
+
+    let note = app.add_note(&board, &long).await;
+    let id = note["id"].as_str().expect("id");
+    assert_eq!(note["text"], long.as_str());
+    let edited = format!("{}ü", &long[..long.len() - "😀".len()]);
+    let response = app.patch_note(&board, id, json!({ "text": edited })).await;
+    assert_eq!(response.status(), 200);
+    app.patch_note(&board, id, json!({ "text": "short again" }))
+        .await;
+
+    let notified = receive(&mut rx, &board, 3).await;
+    for ((payload, json), (seq, kind)) in notified
+        .iter()
+        .take(2)
+        .zip([(1, "note.created"), (2, "note.updated")])
+    {
+        assert!(payload.len() < 8_000, "payload of {} bytes", payload.len());
+        assert_eq!(json["ref"], true, "{payload}");
+        assert_eq!(json["seq"], seq);
+        assert_eq!(json["type"], kind);
+        assert_eq!(json["board_id"], board);
+    }
+    let (_, small) = &notified[2];
+    assert_eq!(small["seq"], 3);
+    assert_eq!(small["ref"], Value::Null, "a small event travels whole");
+    assert_eq!(small["note"]["text"], "short again");
+
+    // The log holds both large events complete.
+    let sql = app.sql().await;
+    let board_uuid: Uuid = board.parse().expect("uuid");
+    for (seq, text) in [(1_i64, &long), (2, &edited)] {
+        let payload: String = sql
+            .query_one(
+                "SELECT payload::text FROM events WHERE board_id = $1 AND seq = $2",
+                &[&board_uuid, &seq],
+            )
+            .await
+            .expect("the logged event")
+            .get(0);
+        let event: Value = serde_json::from_str(&payload).expect("the event is JSON");
+        assert_eq!(event["seq"], seq);
+        assert_eq!(
+            event["note"]["text"],
+            text.as_str(),
+            "event {seq} is complete"
+        );
+    }
+
+    // And the API answers a long note whole.
+    app.patch_note(&board, id, json!({ "text": long })).await;
+    let current: Value = app
+        .http
+        .get(app.url(&format!("/api/boards/{board}")))
+        .send()
+        .await
+        .expect("GET board")
+        .json()
+        .await
+        .expect("board JSON");
+    assert_eq!(current["notes"][0]["text"], long.as_str());
+}
+
+#[tokio::test]
+async fn the_event_log_keeps_the_newest_events_past_retention() {
+    let app = spawn_app_with(|s| s.event_retention = 100).await;
+    let board = app.board_id().await;
+    let note = app.add_note(&board, "counter").await;
+    let id = note["id"].as_str().expect("id");
+    for n in 2..=300 {
+        let response = app.patch_note(&board, id, json!({ "x": n })).await;
+        assert_eq!(response.status(), 200);
+    }
+    let seqs = logged_seqs(&app, &board).await;
+    assert!(seqs.len() <= 100 + 64, "{} events kept", seqs.len());
+    assert_eq!(seqs.last(), Some(&300));
+    let newest: Vec<i64> = seqs.iter().copied().filter(|s| *s > 200).collect();
+    assert_eq!(
+        newest,
+        (201..=300).collect::<Vec<i64>>(),
+        "the newest 100 are all there"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "what is kept has no hole"
+    );
+}
+
+/// A new database with no schema at all; its name and URL.
+async fn empty_database() -> (String, String) {
+    let settings = base_settings();
+    let (admin, connection) = settings
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connects to the admin database");
+    tokio::spawn(connection);
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creates an empty database");
+    let url = database_url(&settings, &name);
+    (name, url)
+}
+
+/// Runs the real binary with `args` and `env`; its exit status and stderr. Killed if it
+/// runs for more than 30 s (a `serve` that should have refused to start).
+async fn run_boardcast(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_boardcast"));
+    command
+        .args(args)
+        .env_remove("JWT_SECRET")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("boardcast exits by itself")
+        .expect("boardcast runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn two_migrations_at_once_both_succeed_and_apply_the_schema_once() {
+    let (name, url) = empty_database().await;
+    let env = [("DATABASE_URL", url.as_str())];
+    let (first, second) = tokio::join!(
+        run_boardcast(&["migrate"], &env),
+        run_boardcast(&["migrate"], &env)
+    );
+    for (status, stderr) in [&first, &second] {
+        assert!(status.success(), "migrate exits 0: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let again = run_boardcast(&["migrate"], &env).await;
+    assert!(again.0.success(), "a third run is a no-op: {}", again.1);
+
+    let mut settings = base_settings();
+    settings.database.dbname(&name);
+    let (client, connection) = settings
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    let applied: Vec<(i32, i64)> = client
+        .query(
+            "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("schema_migrations")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let expected: Vec<(i32, i64)> = boardcast::db::migrations::MIGRATIONS
+        .iter()
+        .map(|m| (m.version, 1))
+        .collect();
+    assert_eq!(applied, expected, "one row per migration");
+    for table in ["boards", "notes", "events"] {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .expect("to_regclass")
+            .get(0);
+        assert!(exists, "{table} exists");
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_an_unmigrated_database_pointing_to_migrate() {
+    let (_, url) = empty_database().await;
+    let (status, stderr) = run_boardcast(&["serve"], &[("DATABASE_URL", url.as_str())]).await;
+    assert!(!status.success(), "serve must not start: {stderr}");
+    assert!(stderr.contains("boardcast migrate"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_binary_naming_the_variable() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    for (var, value) in [
+        ("PORT", "abc"),
+        ("HEARTBEAT_INTERVAL", "banana"),
+        ("DATABASE_URL", "nonsense"),
+    ] {
+        // No command: `serve` is the default.
+        let (status, stderr) =
+            run_boardcast(&[], &[("DATABASE_URL", url.as_str()), (var, value)]).await;
+        assert!(!status.success(), "{var}={value} must stop it: {stderr}");
+        assert!(stderr.contains(var), "the message names {var}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
