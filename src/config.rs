@@ -162,8 +162,10 @@ impl Settings {
                 v.split(',')
                     .map(|o| o.trim().trim_end_matches('/').to_string())
                     .filter(|o| !o.is_empty())
-                    .collect()
+                    .map(|o| check_origin(&o).map(|()| o))
+                    .collect::<Result<Vec<_>, _>>()
             })
+            .transpose()?
             .unwrap_or_default();
         let shutdown_grace = parse_or(
             "SHUTDOWN_GRACE",
@@ -212,6 +214,29 @@ fn parse_or<T>(
     match raw {
         None => Ok(default),
         Some(v) => parse(v.trim()).map_err(|m| ConfigError::new(var, format!("{m} (got {v:?})"))),
+    }
+}
+
+/// A browser's `Origin`: `http(s)://host[:port]`, nothing after. A path or a wildcard
+/// would never match what a browser sends, so it is a mistake worth stopping for.
+fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let valid = rest.is_some_and(|host| {
+        !host.is_empty()
+            && !host.contains(['/', '*', '?', '#', '@'])
+            && !host.chars().any(|c| c.is_whitespace() || c.is_control())
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "CORS_ORIGINS",
+            format!(
+                "must be a comma-separated list of origins such as https://app.example.com (got {origin:?})"
+            ),
+        ))
     }
 }
 
@@ -347,6 +372,9 @@ mod tests {
             ("EVENT_RETENTION", "lots"),
             ("WRITE_RATE_LIMIT", "fast"),
             ("TRUST_PROXY", "maybe"),
+            ("CORS_ORIGINS", "example.com"),
+            ("CORS_ORIGINS", "https://ok.example.com, *"),
+            ("CORS_ORIGINS", "https://example.com/app"),
         ] {
             let err = settings(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{value}");
@@ -401,6 +429,20 @@ mod tests {
         .expect("url");
         assert_eq!(verify.database.get_ssl_mode(), SslMode::Require);
         assert!(verify.database_tls_verify);
+    }
+
+    #[test]
+    fn cors_origins_are_a_list_of_exact_origins() {
+        let s = settings(&[(
+            "CORS_ORIGINS",
+            " https://app.example.com/ , http://localhost:3000,",
+        )])
+        .expect("origins");
+        assert_eq!(
+            s.cors_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert!(settings(&[]).expect("none").cors_origins.is_empty());
     }
 
     #[test]

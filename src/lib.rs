@@ -3,10 +3,13 @@
 //! Dependencies point one way: `routes` → `db`, `realtime` → `domain`. The domain does no
 //! I/O and no handler writes SQL.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod realtime;
 pub mod redact;
 pub mod routes;

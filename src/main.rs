@@ -1,8 +1,8 @@
-//! The `boardcast` command: `serve` (the default), `migrate`.
+//! The `boardcast` command: `serve` (the default), `migrate`, `token`.
 
 use std::process::ExitCode;
 
-use boardcast::{config::Settings, db, shutdown, startup::Application};
+use boardcast::{auth, config::Settings, db, domain::ids::BoardId, shutdown, startup::Application};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -22,11 +22,43 @@ enum Command {
     Serve,
     /// Apply the database migrations in sql/ (safe to run twice, or twice at once).
     Migrate,
+    /// Mint an access token signed with JWT_SECRET and print it alone on stdout.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Who the token is for (`sub`): rate limits and stream caps count per subject.
+    #[arg(long)]
+    sub: String,
+    /// Display name: the author of notes and the name in presence (default: the subject).
+    #[arg(long)]
+    name: Option<String>,
+    /// A board id the token may touch; repeat for more. None: every board (and creating
+    /// boards).
+    #[arg(long = "board", value_name = "ID")]
+    boards: Vec<String>,
+    /// Read and stream only: no writes.
+    #[arg(long)]
+    readonly: bool,
+    /// How long the token is valid, such as 15m, 24h or 7d.
+    #[arg(long, default_value = "24h")]
+    ttl: humantime::Duration,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // Needs neither the database nor a runtime: an operator may run it anywhere.
+    if let Some(Command::Token(args)) = &cli.command {
+        return match token(args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => fail(message),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,6 +70,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve().await,
             Command::Migrate => migrate().await,
+            Command::Token(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
@@ -64,6 +97,34 @@ async fn serve() -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))?;
     log::info!("stopped");
     Ok(())
+}
+
+fn token(args: &TokenArgs) -> Result<String, String> {
+    let secret = std::env::var("JWT_SECRET")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or("JWT_SECRET: is not set; tokens are signed with the server's secret")?;
+    let boards = args
+        .boards
+        .iter()
+        .map(|raw| BoardId::parse(raw.trim()).map_err(|e| format!("--board: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl: std::time::Duration = args.ttl.into();
+    if ttl.is_zero() {
+        return Err("--ttl: must be longer than 0s".into());
+    }
+    let now = auth::now_secs();
+    let claims = auth::Claims {
+        sub: args.sub.clone(),
+        exp: now.saturating_add(ttl.as_secs().max(1)),
+        iat: Some(now),
+        name: args.name.clone(),
+        boards: (!boards.is_empty()).then_some(boards),
+        readonly: args.readonly,
+    };
+    auth::Tokens::new(&secret)
+        .mint(&claims)
+        .map_err(|e| format!("cannot mint the token: {e}"))
 }
 
 async fn migrate() -> Result<(), String> {

@@ -14,7 +14,13 @@ pub fn path_and_query(uri: &Uri) -> String {
         .split('&')
         .map(|pair| {
             let key = pair.split('=').next().unwrap_or("");
-            if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) {
+            // Compare the key as the query parser will read it: `access%5Ftoken` is
+            // `access_token` to serde_urlencoded, so it must be redacted too.
+            let decoded = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            if SECRET_PARAMS
+                .iter()
+                .any(|s| key.eq_ignore_ascii_case(s) || decoded.eq_ignore_ascii_case(s))
+            {
                 format!("{key}=REDACTED")
             } else {
                 pair.to_string()
@@ -36,6 +42,11 @@ mod tests {
         assert_eq!(
             path_and_query(&uri),
             "/api/boards/x/events?name=Ana&access_token=REDACTED"
+        );
+        let uri: Uri = "/x?access%5Ftoken=abc&Token=def".parse().expect("uri");
+        assert_eq!(
+            path_and_query(&uri),
+            "/x?access%5Ftoken=REDACTED&Token=REDACTED"
         );
         let uri: Uri = "/healthz".parse().expect("uri");
         assert_eq!(path_and_query(&uri), "/healthz");

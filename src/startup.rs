@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, migrations};
-use crate::realtime::{Live, LiveSettings, Stats, presence::Presence};
+use crate::metrics::{self, Metrics};
+use crate::realtime::{Live, LiveSettings, Stats, hub::Hub, presence::Presence};
 use crate::routes::{self, AppState};
 
 /// Connections left free in per-stream mode for other instances, `migrate` and operators.
@@ -63,17 +64,34 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
+        let metrics = web::Data::new(Metrics::new(stats.clone(), db.clone(), max_streams));
         let presence = Presence::new(db.clone(), settings.heartbeat);
         presence
             .start(shutdown.clone())
             .await
             .map_err(|e| StartError::Database(format!("cannot register for presence: {e}")))?;
+        let hub = match settings.listener {
+            ListenerMode::Shared => Some(
+                Hub::start(
+                    db.clone(),
+                    stats.clone(),
+                    presence.clone(),
+                    settings.heartbeat,
+                )
+                .await
+                .map_err(|e| {
+                    StartError::Database(format!("cannot start the shared listener: {e}"))
+                })?,
+            ),
+            ListenerMode::PerStream => None,
+        };
         let live = Live::new(
             db.clone(),
             LiveSettings::new(&settings, max_streams),
             shutdown.clone(),
             stats.clone(),
             presence.clone(),
+            hub,
         );
         log::info!(
             "listener mode {}, at most {max_streams} streams, heartbeat every {:?}",
@@ -96,6 +114,12 @@ impl Application {
             .map_err(|source| StartError::Bind { addr, source })?
             .port();
 
+        // One limiter for the whole process, shared by every worker.
+        let access = web::Data::new(routes::Access::new(&settings));
+        if let Some(limiter) = access.write_limiter() {
+            limiter.prune_until(shutdown.clone());
+        }
+        let cors_origins = settings.cors_origins.clone();
         let heartbeat = settings.heartbeat;
         let grace = settings.shutdown_grace;
         let workers = settings.workers;
@@ -103,7 +127,14 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(access.clone())
+                .wrap(middleware::Condition::new(
+                    !cors_origins.is_empty(),
+                    routes::cors(&cors_origins),
+                ))
+                .app_data(metrics.clone())
                 .wrap(request_log())
+                .wrap(middleware::from_fn(metrics::count_requests))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -113,6 +144,8 @@ impl Application {
         // (actix-web #1313). EventSource never half-closes.
         .h1_allow_half_closed(false)
         .keep_alive(HTTP_KEEP_ALIVE)
+        // Slowloris: the request line and headers must arrive within this (then 408).
+        .client_request_timeout(crate::limits::REQUEST_HEAD_TIMEOUT)
         .shutdown_timeout(grace.as_secs())
         .shutdown_signal(shutdown.clone().cancelled_owned());
         if let Some(n) = workers {

@@ -6,6 +6,8 @@
 #   pg_start_throwaway [port]   # exports DATABASE_URL, PG_BIN, PGDATA_DIR, PG_TEST_DIR, PG_TEST_PORT
 #   ...
 #   pg_stop_throwaway           # stops the cluster and removes its directory
+#   pg_start_tls_throwaway      # a second cluster with ssl=on: exports TLS_DATABASE_URL,
+#   pg_stop_tls_throwaway       #   TLS_PG_TEST_DIR; the first cluster's variables are kept
 #
 # Layout of $PG_TEST_DIR (a mktemp dir, owned by postgres when we are root):
 #   data/        the cluster (PGDATA_DIR)
@@ -169,7 +171,13 @@ pg_start_throwaway() {
 }
 
 pg_stop_throwaway() {
-  local dir=${PG_TEST_DIR:-}
+  pg_stop_dir "${PG_TEST_DIR:-}"
+  unset PG_TEST_DIR PGDATA_DIR PG_TEST_PORT
+}
+
+# Stop the cluster in directory $1 (made by pg_start_throwaway) and remove the directory.
+pg_stop_dir() {
+  local dir=${1:-}
   if [ -z "$dir" ] || [ ! -d "$dir" ]; then
     return 0
   fi
@@ -181,5 +189,34 @@ pg_stop_throwaway() {
       pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   rm -rf "$dir"
+}
+
+# A second throwaway cluster with TLS on (a self-signed certificate), beside the one
+# pg_start_throwaway made, which it leaves alone: exports TLS_DATABASE_URL and
+# TLS_PG_TEST_DIR, and restores DATABASE_URL, PG_TEST_DIR, PGDATA_DIR and PG_TEST_PORT
+# to what they were. Stop it with pg_stop_tls_throwaway.
+pg_start_tls_throwaway() {
+  local var saved=() status=0
+  for var in DATABASE_URL PG_TEST_DIR PGDATA_DIR PG_TEST_PORT; do
+    if [ -n "${!var+x}" ]; then
+      saved+=("$var=${!var}")
+    fi
+  done
   unset PG_TEST_DIR PGDATA_DIR PG_TEST_PORT
+  # An empty port: pick a free one.
+  PG_SSL=1 pg_start_throwaway "" || status=$?
+  if [ "$status" -eq 0 ]; then
+    export TLS_DATABASE_URL=$DATABASE_URL
+    export TLS_PG_TEST_DIR=$PG_TEST_DIR
+  fi
+  unset DATABASE_URL PG_TEST_DIR PGDATA_DIR PG_TEST_PORT
+  for var in "${saved[@]}"; do
+    export "${var?}"
+  done
+  return "$status"
+}
+
+pg_stop_tls_throwaway() {
+  pg_stop_dir "${TLS_PG_TEST_DIR:-}"
+  unset TLS_PG_TEST_DIR TLS_DATABASE_URL
 }

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
-use tokio_postgres::{IsolationLevel, Row};
+use tokio_postgres::Row;
 
 use super::{DbError, events, notes};
 use crate::domain::{
@@ -36,19 +36,23 @@ pub async fn insert(client: &impl GenericClient, title: &BoardTitle) -> Result<B
     Ok(board_from(&row))
 }
 
-/// One page, newest first, and the cursor of the next page if there is one.
+/// One page, newest first, and the cursor of the next page if there is one. `among`
+/// limits the page to those boards (`None`: every board).
 pub async fn list(
     client: &impl GenericClient,
     limit: i64,
     after: Option<BoardCursor>,
+    among: Option<&[BoardId]>,
 ) -> Result<(Vec<Board>, Option<BoardCursor>), DbError> {
     let stmt = client
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM boards
-             WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2)
+             WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))
+               AND ($4::uuid[] IS NULL OR id = ANY($4))
              ORDER BY created_at DESC, id DESC LIMIT $3"
         ))
         .await?;
+    let among: Option<Vec<uuid::Uuid>> = among.map(|ids| ids.iter().map(|id| id.uuid()).collect());
     let rows = client
         .query(
             &stmt,
@@ -56,6 +60,7 @@ pub async fn list(
                 &after.map(|c| c.created_at),
                 &after.map(|c| c.id.uuid()),
                 &(limit + 1),
+                &among,
             ],
         )
         .await?;
@@ -86,12 +91,7 @@ pub async fn snapshot(
     client: &mut deadpool_postgres::Object,
     id: BoardId,
 ) -> Result<Option<(Board, Vec<Note>)>, DbError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::consistent_read(client).await?;
     let Some(board) = find(&tx, id).await? else {
         return Ok(None);
     };

@@ -110,6 +110,20 @@ pub async fn range(
         .collect()
 }
 
+/// The `data` of one logged event, for notifications too large to carry it; `None` when
+/// the log no longer holds it (pruned, or the board deleted).
+pub async fn data_of(
+    client: &impl GenericClient,
+    board_id: BoardId,
+    seq: i64,
+) -> Result<Option<String>, DbError> {
+    Ok(range(client, board_id, seq - 1, seq, 1)
+        .await?
+        .into_iter()
+        .next()
+        .map(|e| e.data))
+}
+
 /// Whether the log still holds the event `seq` of the board.
 pub async fn is_kept(
     client: &impl GenericClient,

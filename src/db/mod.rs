@@ -27,8 +27,9 @@ pub enum DbError {
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
+        let message = describe(&e);
         if e.is_closed() {
-            return DbError::Unavailable(e.to_string());
+            return DbError::Unavailable(message);
         }
         match e.code().map(|c| c.code()) {
             // Class 08: connection exception; 57P0x: the server is shutting down or
@@ -36,19 +37,36 @@ impl From<tokio_postgres::Error> for DbError {
             Some(code)
                 if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
             {
-                DbError::Unavailable(e.to_string())
+                DbError::Unavailable(message)
             }
-            Some(_) => DbError::Query(e.to_string()),
+            Some(_) => DbError::Query(message),
             None => {
                 let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
                 if io || e.to_string().contains("timeout") {
-                    DbError::Unavailable(e.to_string())
+                    DbError::Unavailable(message)
                 } else {
-                    DbError::Query(e.to_string())
+                    DbError::Query(message)
                 }
             }
         }
     }
+}
+
+/// tokio-postgres' own message names only the kind of failure ("error performing TLS
+/// handshake", "error connecting to server", "db error"); what happened is in its source
+/// chain (an invalid certificate, a refused connection, the server's error), so add it.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for DbError {
@@ -58,6 +76,19 @@ impl From<deadpool_postgres::PoolError> for DbError {
         // SQLSTATE it came with.
         DbError::Unavailable(e.to_string())
     }
+}
+
+/// A read-only REPEATABLE READ transaction: every statement in it sees one moment, so a
+/// board's `seq`, its notes and its log agree.
+pub async fn consistent_read(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, DbError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
 }
 
 /// The stream type of a dedicated connection.
@@ -71,6 +102,8 @@ pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: tls::Connector,
+    /// `sslmode=verify-full`: the server's certificate is verified.
+    tls_verify: bool,
 }
 
 impl Database {
@@ -97,6 +130,7 @@ impl Database {
             pool,
             config: settings.database.clone(),
             tls,
+            tls_verify: settings.database_tls_verify,
         })
     }
 
@@ -120,7 +154,23 @@ impl Database {
     ) -> Result<(Client, DedicatedConnection), DbError> {
         let mut config = self.config.clone();
         config.application_name(format!("boardcast {purpose}"));
-        Ok(config.connect(self.tls.clone()).await?)
+        let connected = config.connect(self.tls.clone()).await;
+        connected.map_err(|e| self.explain_refused_certificate(e.into()))
+    }
+
+    /// A refused certificate in verifying mode is a configuration choice to revisit, so
+    /// say which: the error alone reads like a broken server.
+    fn explain_refused_certificate(&self, error: DbError) -> DbError {
+        match error {
+            DbError::Unavailable(message) if self.tls_verify && message.contains("certificate") => {
+                DbError::Unavailable(format!(
+                    "{message} (sslmode=verify-full verifies the server's certificate against \
+                     the public web PKI roots; a self-signed certificate, such as Heroku \
+                     Postgres' default one, needs sslmode=require, which encrypts without verifying)"
+                ))
+            }
+            other => other,
+        }
     }
 
     /// A dedicated connection whose driver runs in its own task (for `migrate` and checks).

@@ -123,6 +123,8 @@ pub enum Notice {
         seq: i64,
         kind: EventKind,
         reference: bool,
+        /// When the write happened, for the delivery latency.
+        at: Option<DateTime<Utc>>,
     },
     /// A viewer joined or left; the payload is the event's data as is.
     Presence { joined: bool, viewer: uuid::Uuid },
@@ -135,6 +137,7 @@ struct RawNotice {
     seq: Option<i64>,
     #[serde(default, rename = "ref")]
     reference: bool,
+    at: Option<DateTime<Utc>>,
     viewer: Option<ViewerRef>,
 }
 
@@ -155,6 +158,7 @@ impl Notice {
                 seq: raw.seq?,
                 kind: EventKind::parse(name)?,
                 reference: raw.reference,
+                at: raw.at,
             }),
         }
     }
@@ -229,9 +233,11 @@ mod tests {
             seq: 9,
             kind: EventKind::NoteUpdated,
             reference: true,
+            at: None,
         };
         assert_eq!(Notice::parse(&payload), Some(expected));
-        let small = Change::NoteUpdated(&note("hi")).encode(10, n.board_id, Utc::now());
+        let at = Utc::now();
+        let small = Change::NoteUpdated(&note("hi")).encode(10, n.board_id, at);
         assert_eq!(
             notify_payload(&small, 10, EventKind::NoteUpdated, n.board_id),
             small
@@ -240,6 +246,7 @@ mod tests {
             seq: 10,
             kind: EventKind::NoteUpdated,
             reference: false,
+            at: Some(at),
         };
         assert_eq!(Notice::parse(&small), Some(expected));
     }

@@ -1,8 +1,8 @@
-//! A dedicated LISTEN connection for one stream (`LISTENER=per-stream`).
+//! A dedicated LISTEN connection, outside the pool: one per stream (`LISTENER=per-stream`)
+//! or one per instance for all its boards (`LISTENER=shared`).
 //!
-//! The connection is opened for the stream, outside the pool, and lives exactly as long as
-//! it: dropping the `Listener` drops the client, and tokio-postgres then sends Terminate
-//! and closes the socket, so the backend leaves `pg_stat_activity` at once.
+//! Dropping the `Listener` drops the client, and tokio-postgres then sends Terminate and
+//! closes the socket, so the backend leaves `pg_stat_activity` at once.
 
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ pub const LISTENER_APPLICATION: &str = "listener";
 /// What the connection's driver reports.
 #[derive(Debug)]
 pub enum Signal {
-    /// A NOTIFY payload on the board's channel.
-    Notice(String),
+    /// A NOTIFY payload on one of the listened channels.
+    Notice { channel: String, payload: String },
     /// The connection is gone; notifications from now on are lost until a new LISTEN.
     Lost(String),
 }
@@ -35,10 +35,16 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The board a channel name belongs to (`boards_<uuid>`).
+pub fn board_of(channel: &str) -> Option<BoardId> {
+    channel
+        .strip_prefix("boards_")
+        .and_then(|id| BoardId::parse(id).ok())
+}
+
 impl Listener {
-    /// Connects and LISTENs on the board's channel; returns only once LISTEN has succeeded,
-    /// so nothing committed after this returns can be missed.
-    pub async fn open(db: &Database, board: BoardId) -> Result<Listener, DbError> {
+    /// Connects; LISTENs on nothing yet.
+    pub async fn connect(db: &Database) -> Result<Listener, DbError> {
         let (client, mut connection) = db.connect_dedicated(LISTENER_APPLICATION).await?;
         let (tx, signals) = mpsc::unbounded_channel();
         // The driver must be polled for queries to run and notifications to arrive.
@@ -46,9 +52,10 @@ impl Listener {
             let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
             loop {
                 let signal = match messages.next().await {
-                    Some(Ok(AsyncMessage::Notification(n))) => {
-                        Signal::Notice(n.payload().to_string())
-                    }
+                    Some(Ok(AsyncMessage::Notification(n))) => Signal::Notice {
+                        channel: n.channel().to_string(),
+                        payload: n.payload().to_string(),
+                    },
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => Signal::Lost(e.to_string()),
                     None => Signal::Lost("connection closed".into()),
@@ -59,10 +66,35 @@ impl Listener {
                 }
             }
         });
-        client
-            .batch_execute(&format!("LISTEN {}", quote_ident(&board.channel())))
-            .await?;
         Ok(Listener { client, signals })
+    }
+
+    /// Connects and LISTENs on one board's channel; returns only once LISTEN has
+    /// succeeded, so nothing committed after this returns can be missed.
+    pub async fn open(db: &Database, board: BoardId) -> Result<Listener, DbError> {
+        let listener = Listener::connect(db).await?;
+        listener.listen(&[board]).await?;
+        Ok(listener)
+    }
+
+    pub async fn listen(&self, boards: &[BoardId]) -> Result<(), DbError> {
+        self.run_each("LISTEN", boards).await
+    }
+
+    pub async fn unlisten(&self, boards: &[BoardId]) -> Result<(), DbError> {
+        self.run_each("UNLISTEN", boards).await
+    }
+
+    async fn run_each(&self, verb: &str, boards: &[BoardId]) -> Result<(), DbError> {
+        if boards.is_empty() {
+            return Ok(());
+        }
+        let sql: String = boards
+            .iter()
+            .map(|b| format!("{verb} {};", quote_ident(&b.channel())))
+            .collect();
+        self.client.batch_execute(&sql).await?;
+        Ok(())
     }
 
     /// The next notification or the news that the connection is gone.
@@ -85,11 +117,18 @@ impl Listener {
 
 #[cfg(test)]
 mod tests {
-    use super::quote_ident;
+    use super::*;
 
     #[test]
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident("boards_ab"), "\"boards_ab\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn channels_name_their_board() {
+        let board = BoardId::new();
+        assert_eq!(board_of(&board.channel()), Some(board));
+        assert_eq!(board_of("other"), None);
     }
 }

@@ -2,6 +2,7 @@
 //! events after it with nothing missed and nothing twice, heartbeats, and the end of the
 //! stream (client gone, slow, shutdown, board deleted).
 
+pub mod hub;
 pub mod listener;
 pub mod presence;
 pub mod sse;
@@ -24,13 +25,13 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_postgres::IsolationLevel;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, DbError, boards, events, notes};
 use crate::domain::{ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
+use hub::Hub;
 use presence::Presence;
 pub use stats::{CloseReason, Stats};
 
@@ -67,6 +68,8 @@ pub struct OpenRequest {
     pub viewer: String,
     /// The client the per-client stream cap counts against (token subject or IP).
     pub client_key: String,
+    /// When the caller's token expires; the stream is closed then.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// Shared by every stream of the process.
@@ -79,6 +82,8 @@ pub struct Live {
     shutdown: CancellationToken,
     stats: Arc<Stats>,
     presence: Arc<Presence>,
+    /// The instance's shared listener (`LISTENER=shared`); `None` in per-stream mode.
+    hub: Option<Hub>,
 }
 
 /// How a stream begins.
@@ -96,10 +101,12 @@ impl Live {
         shutdown: CancellationToken,
         stats: Arc<Stats>,
         presence: Arc<Presence>,
+        hub: Option<Hub>,
     ) -> Live {
         Live {
             db,
             presence,
+            hub,
             capacity: Arc::new(Semaphore::new(settings.max_streams)),
             settings: Arc::new(settings),
             per_client: Arc::default(),
@@ -142,19 +149,27 @@ impl Live {
                 })?;
         let client_slot = self.claim_client_slot(&request.client_key)?;
 
-        let listener = listener::Listener::open(&self.db, request.board)
-            .await
-            .map_err(ApiError::from)?;
-        self.stats.listener_opened();
-        let (opening, viewer, viewers) = match self.begin(&request).await {
-            Ok(Some(begun)) => begun,
-            Ok(None) => {
-                self.stats.listener_closed();
-                return Err(ApiError::board_not_found(request.board));
+        // LISTEN first: whatever commits after this is heard, so the opening read below
+        // and the live events after it leave no gap.
+        let source = match &self.hub {
+            Some(hub) => stream::Source::Shared(hub.subscribe(request.board).await?),
+            None => {
+                let listener = listener::Listener::open(&self.db, request.board).await?;
+                self.stats.listener_opened();
+                stream::Source::Dedicated(Some(listener))
             }
-            Err(e) => {
-                self.stats.listener_closed();
-                return Err(e.into());
+        };
+        let begun = self.begin(&request).await;
+        let (opening, viewer, viewers) = match begun {
+            Ok(Some(begun)) => begun,
+            failed => {
+                if matches!(source, stream::Source::Dedicated(Some(_))) {
+                    self.stats.listener_closed();
+                }
+                return Err(match failed {
+                    Err(e) => e.into(),
+                    _ => ApiError::board_not_found(request.board),
+                });
             }
         };
 
@@ -188,7 +203,13 @@ impl Live {
             presence: self.presence.clone(),
             presence_synced: false,
             tx,
-            source: stream::Source::Dedicated(Some(listener)),
+            source,
+            expires_at: request.expires_at.map(|at| {
+                let left = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                tokio::time::Instant::now() + left
+            }),
             last_sent,
             replay_upto: replay,
             abandoned: abandoned.clone(),
@@ -205,7 +226,8 @@ impl Live {
         let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(key.to_string()).or_insert(0);
         if *count >= self.settings.max_streams_per_client {
-            return Err(ApiError::RateLimited {
+            // The contract answers a per-client cap like the instance cap: 503 + Retry-After.
+            return Err(ApiError::Unavailable {
                 message: format!(
                     "this client already has {} open streams, the most allowed; close one first",
                     self.settings.max_streams_per_client
@@ -245,12 +267,7 @@ impl Live {
         last_event_id: Option<i64>,
     ) -> Result<Option<Opening>, DbError> {
         let mut client = self.db.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = crate::db::consistent_read(&mut client).await?;
         let Some(current) = boards::find(&tx, board).await? else {
             return Ok(None);
         };

@@ -1,6 +1,6 @@
 //! Counters of the stream machinery, read by `/metrics` and by tests.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Why a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,10 @@ pub struct Stats {
     snapshots: AtomicU64,
     listeners: AtomicI64,
     listener_reconnects: AtomicU64,
+    /// Commit → written to the stream, in seconds.
+    delivery_latency: LatencyHistogram,
+    /// Set by the shared listener while it has no working connection; `/readyz` reads it.
+    listener_down: AtomicBool,
 }
 
 impl Stats {
@@ -122,5 +126,167 @@ impl Stats {
 
     pub fn listener_reconnects_total(&self) -> u64 {
         self.listener_reconnects.load(Relaxed)
+    }
+}
+
+/// Delivery latency and listener health: what `/metrics` and `/readyz` read beyond the
+/// counters above.
+impl Stats {
+    /// Records how long an event took from its commit to being written to a stream.
+    /// Negative values (the database's clock ahead of ours) count as 0; NaN is ignored.
+    pub fn observe_delivery(&self, seconds: f64) {
+        self.delivery_latency.observe(seconds);
+    }
+
+    /// `observe_delivery` for an event committed at `committed` (its `at` field), now.
+    pub fn observe_delivery_since(&self, committed: chrono::DateTime<chrono::Utc>) {
+        let elapsed = chrono::Utc::now().signed_duration_since(committed);
+        self.observe_delivery(elapsed.as_seconds_f64());
+    }
+
+    /// A consistent-enough copy of the latency histogram for one scrape.
+    pub fn delivery_latency(&self) -> LatencySnapshot {
+        self.delivery_latency.snapshot()
+    }
+
+    /// Marks the listener machinery down (`true`) or working again (`false`). While it is
+    /// down `/readyz` answers 503, so a load balancer stops sending new streams here.
+    pub fn set_listener_down(&self, down: bool) {
+        self.listener_down.store(down, Relaxed);
+    }
+
+    pub fn listener_down(&self) -> bool {
+        self.listener_down.load(Relaxed)
+    }
+}
+
+/// Upper bounds, in seconds, of the delivery latency buckets (an implicit `+Inf` follows).
+/// Spread from 1 ms (a NOTIFY on a quiet local database) to 30 s (a stream that waited for
+/// its listener to reconnect and caught up from the log).
+pub const DELIVERY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A fixed-bucket histogram of atomics: observing never takes a lock, so the delivery path
+/// of every stream can record into the same one.
+#[derive(Debug, Default)]
+struct LatencyHistogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; DELIVERY_BUCKETS.len() + 1],
+    /// The sum of all observations, as `f64` bits.
+    sum_bits: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, seconds: f64) {
+        if seconds.is_nan() {
+            return;
+        }
+        let seconds = seconds.max(0.0);
+        let index = DELIVERY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DELIVERY_BUCKETS.len());
+        self.buckets[index].fetch_add(1, Relaxed);
+        let _ = self.sum_bits.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + seconds).to_bits())
+        });
+    }
+
+    fn snapshot(&self) -> LatencySnapshot {
+        let buckets: Vec<(f64, u64)> = DELIVERY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.buckets.iter().map(|b| b.load(Relaxed)))
+            .collect();
+        LatencySnapshot {
+            count: buckets.iter().map(|(_, n)| n).sum(),
+            sum: f64::from_bits(self.sum_bits.load(Relaxed)),
+            buckets,
+        }
+    }
+}
+
+/// The delivery latency histogram at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencySnapshot {
+    /// `(upper bound in seconds, observations in this bucket alone)`, the last bound `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Always the sum of the bucket counts, so `_count` equals the `+Inf` bucket.
+    pub count: u64,
+    pub sum: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_latencies_land_in_their_buckets() {
+        let stats = Stats::default();
+        for seconds in [0.0005, 0.001, 0.02, 0.02, 3.0, 120.0, -1.0, f64::NAN] {
+            stats.observe_delivery(seconds);
+        }
+        let snapshot = stats.delivery_latency();
+        assert_eq!(snapshot.count, 7, "NaN is ignored");
+        assert!((snapshot.sum - 123.0415).abs() < 1e-9, "{}", snapshot.sum);
+        let count_at = |bound: f64| {
+            snapshot
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map(|(_, n)| *n)
+                .expect("a bucket with that bound")
+        };
+        assert_eq!(count_at(0.001), 3, "≤ 1 ms, including the negative one");
+        assert_eq!(count_at(0.025), 2);
+        assert_eq!(count_at(5.0), 1);
+        assert_eq!(count_at(f64::INFINITY), 1);
+        assert_eq!(snapshot.buckets.len(), DELIVERY_BUCKETS.len() + 1);
+    }
+
+    #[test]
+    fn latency_since_a_commit_is_measured_against_now() {
+        let stats = Stats::default();
+        stats.observe_delivery_since(chrono::Utc::now() - chrono::Duration::milliseconds(300));
+        let snapshot = stats.delivery_latency();
+        assert_eq!(snapshot.count, 1);
+        assert!(
+            (0.3..1.0).contains(&snapshot.sum),
+            "about 300 ms: {}",
+            snapshot.sum
+        );
+    }
+
+    #[test]
+    fn observing_from_many_threads_loses_nothing() {
+        let stats = std::sync::Arc::new(Stats::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        stats.observe_delivery(0.5);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("observer thread");
+        }
+        let snapshot = stats.delivery_latency();
+        assert_eq!(snapshot.count, 4000);
+        assert!((snapshot.sum - 2000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_listener_is_up_until_marked_down() {
+        let stats = Stats::default();
+        assert!(!stats.listener_down());
+        stats.set_listener_down(true);
+        assert!(stats.listener_down());
+        stats.set_listener_down(false);
+        assert!(!stats.listener_down());
     }
 }

@@ -11,15 +11,18 @@ use std::{
 };
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::{
     sync::mpsc::{self, error::TrySendError},
     time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout},
 };
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::{
     Slots,
+    hub::{HubEvent, Subscription},
     listener::{Listener, Signal},
     presence::Presence,
     presence_list, sse,
@@ -43,8 +46,22 @@ const PING_EVERY_AT_LEAST: Duration = Duration::from_secs(5);
 
 /// Where a stream's notifications come from.
 pub(super) enum Source {
-    /// Its own LISTEN connection; `None` while it is being re-opened.
+    /// Its own LISTEN connection (`LISTENER=per-stream`); `None` while it is re-opened.
     Dedicated(Option<Listener>),
+    /// Its place in the instance's hub (`LISTENER=shared`).
+    Shared(Subscription),
+}
+
+/// One thing that arrived from the source.
+enum Incoming {
+    /// A raw NOTIFY payload (per-stream mode): parsed and encoded here.
+    Notice(String),
+    /// An event parsed and encoded once by the hub (shared mode).
+    Event(HubEvent),
+    /// The dedicated connection died.
+    Lost(String),
+    /// The hub dropped this stream: its queue was full.
+    Dropped,
 }
 
 pub(super) struct StreamTask {
@@ -63,6 +80,9 @@ pub(super) struct StreamTask {
     pub replay_upto: Option<i64>,
     /// Set by the body if it was dropped holding undelivered frames.
     pub abandoned: Arc<AtomicBool>,
+    /// When the caller's token expires: the stream ends then, so a client must come back
+    /// with a fresh token.
+    pub expires_at: Option<Instant>,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
     pub stats: Arc<Stats>,
@@ -88,10 +108,11 @@ impl StreamTask {
         let Err(reason) = self.serve(&mut progress).await;
         // The connection and the slot go first: they are what a flood of closes exhausts.
         self.drop_listener();
+        self.source = Source::Dedicated(None);
         self.stats.stream_closed(reason);
         // Then presence, before the body ends: at shutdown the worker may stop right after.
         self.presence.leave(self.board, self.viewer.id).await;
-        if reason == CloseReason::Shutdown {
+        if matches!(reason, CloseReason::Shutdown | CloseReason::TokenExpired) {
             // Spread the reconnects of every client over 1–5 s so the next instance is not
             // hit by all of them at once.
             let jitter = rand::rng().random_range(1000..=5000);
@@ -116,7 +137,7 @@ impl StreamTask {
     /// Runs until the stream must end; the error is why.
     async fn serve(&mut self, progress: &mut Progress) -> Result<Infallible, CloseReason> {
         if let Some(upto) = self.replay_upto.take() {
-            let replayed = self.catch_up(Some(upto), progress).await?;
+            let replayed = Box::pin(self.catch_up(Some(upto), progress)).await?;
             self.stats.replayed(replayed);
         }
         let mut ticker = interval_at(Instant::now() + self.heartbeat, self.heartbeat);
@@ -125,6 +146,7 @@ impl StreamTask {
         let mut last_ping = Instant::now();
         let mut reconnect_at: Option<Instant> = None;
         let mut backoff = RECONNECT_FIRST;
+        let expires_at = self.expires_at;
 
         loop {
             tokio::select! {
@@ -136,16 +158,21 @@ impl StreamTask {
                     let stalled = self.abandoned.load(Ordering::Relaxed);
                     return Err(if stalled { CloseReason::Slow } else { progress.close_reason() });
                 }
-                signal = next_signal(&mut self.source) => match signal {
-                    Signal::Notice(payload) => self.on_notice(&payload, progress).await?,
-                    Signal::Lost(why) => {
+                _ = sleep_until(expires_at.unwrap_or_else(Instant::now)), if expires_at.is_some() => {
+                    return Err(CloseReason::TokenExpired);
+                }
+                incoming = next_incoming(&mut self.source) => match incoming {
+                    Incoming::Notice(payload) => self.on_notice(&payload, progress).await?,
+                    Incoming::Event(event) => self.on_hub_event(event, progress).await?,
+                    Incoming::Dropped => return Err(CloseReason::Slow),
+                    Incoming::Lost(why) => {
                         log::warn!("listener for board {} lost ({why}); re-listening", self.board);
                         self.drop_listener();
                         reconnect_at = Some(Instant::now());
                     }
                 },
                 _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
-                    match Listener::open(&self.db, self.board).await {
+                    match Box::pin(Listener::open(&self.db, self.board)).await {
                         Ok(listener) => {
                             self.stats.listener_opened();
                             self.stats.listener_reconnected();
@@ -153,9 +180,8 @@ impl StreamTask {
                             reconnect_at = None;
                             backoff = RECONNECT_FIRST;
                             // Notifications sent while no one listened are lost: the log has them.
-                            let caught_up = self.catch_up(None, progress).await?;
-                            self.stats.replayed(caught_up);
-                            self.resync_presence(progress).await?;
+                            let presence = self.current_presence().await?;
+                            self.resync(presence, progress).await?;
                         }
                         Err(e) => {
                             log::warn!("re-listening for board {} failed: {e}", self.board);
@@ -169,8 +195,7 @@ impl StreamTask {
                     self.push(sse::heartbeat(), progress)?;
                     if last_ping.elapsed() >= ping_every {
                         last_ping = Instant::now();
-                        let Source::Dedicated(listener) = &self.source;
-                        if let Some(listener) = listener
+                        if let Source::Dedicated(Some(listener)) = &self.source
                             && !listener.ping(PING_TIMEOUT).await
                         {
                             log::warn!("listener for board {} did not answer a ping; re-listening", self.board);
@@ -184,24 +209,36 @@ impl StreamTask {
     }
 
     fn drop_listener(&mut self) {
-        let Source::Dedicated(listener) = &mut self.source;
-        if listener.take().is_some() {
+        if let Source::Dedicated(listener) = &mut self.source
+            && listener.take().is_some()
+        {
             self.stats.listener_closed();
         }
     }
 
-    /// Presence notifications were lost with the listener: send the whole list again.
-    async fn resync_presence(&mut self, progress: &mut Progress) -> Result<(), CloseReason> {
+    async fn current_presence(&self) -> Result<Bytes, CloseReason> {
         let viewers = self
             .presence
             .list(self.board)
             .await
             .map_err(|_| CloseReason::ListenerLost)?;
-        self.presence_synced = true;
-        self.push(presence_list(&viewers), progress)
+        Ok(presence_list(&viewers))
     }
 
-    /// A live notification: a presence change, or a change event.
+    /// After the listener was lost: the events it missed come from the log, and the
+    /// presence list is sent whole, since presence notifications were lost too.
+    async fn resync(
+        &mut self,
+        presence: Bytes,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        let caught_up = Box::pin(self.catch_up(None, progress)).await?;
+        self.stats.replayed(caught_up);
+        self.presence_synced = true;
+        self.push(presence, progress)
+    }
+
+    /// A raw notification (per-stream mode): a presence change, or a change event.
     async fn on_notice(
         &mut self,
         payload: &str,
@@ -212,24 +249,31 @@ impl StreamTask {
                 seq,
                 kind,
                 reference,
+                at,
             }) => {
-                self.on_change(payload, seq, kind, reference, progress)
-                    .await
+                if seq <= self.last_sent {
+                    return Ok(());
+                }
+                self.fill_gap(seq, progress).await?;
+                let data = if reference {
+                    self.read_logged(seq).await?
+                } else {
+                    payload.to_string()
+                };
+                let frame = sse::sequenced(seq, kind.as_str(), data);
+                self.deliver(seq, kind, frame, at, progress)
             }
             Some(Notice::Presence { joined, viewer }) => {
-                if viewer == self.viewer.id {
-                    self.presence_synced = true;
-                    return Ok(());
-                }
-                if !self.presence_synced {
-                    return Ok(());
-                }
                 let name = if joined {
                     "presence.joined"
                 } else {
                     "presence.left"
                 };
-                self.push(sse::unsequenced(name, payload.to_string()), progress)
+                self.on_presence(
+                    viewer,
+                    || sse::unsequenced(name, payload.to_string()),
+                    progress,
+                )
             }
             None => {
                 log::warn!(
@@ -241,29 +285,71 @@ impl StreamTask {
         }
     }
 
-    /// A change event: dropped if already sent, preceded by a catch-up if it reveals a gap,
-    /// resolved from the log if the notification is only a reference.
-    async fn on_change(
+    /// An event from the hub (shared mode), already parsed and encoded.
+    async fn on_hub_event(
         &mut self,
-        payload: &str,
-        seq: i64,
-        kind: EventKind,
-        reference: bool,
+        event: HubEvent,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        if seq <= self.last_sent {
+        match event {
+            HubEvent::Change {
+                seq,
+                kind,
+                frame,
+                at,
+            } => {
+                if seq <= self.last_sent {
+                    return Ok(());
+                }
+                self.fill_gap(seq, progress).await?;
+                self.deliver(seq, kind, frame, at, progress)
+            }
+            HubEvent::Presence { viewer, frame, .. } => {
+                self.on_presence(viewer, || frame, progress)
+            }
+            HubEvent::Resync { presence } => self.resync(presence, progress).await,
+        }
+    }
+
+    /// Presence changes from before this stream's own `joined` are already in its list.
+    fn on_presence(
+        &mut self,
+        viewer: Uuid,
+        frame: impl FnOnce() -> Bytes,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        if viewer == self.viewer.id {
+            self.presence_synced = true;
             return Ok(());
         }
+        if !self.presence_synced {
+            return Ok(());
+        }
+        self.push(frame(), progress)
+    }
+
+    /// An event newer than the next one expected means some were missed: read them first.
+    async fn fill_gap(&mut self, seq: i64, progress: &mut Progress) -> Result<(), CloseReason> {
         if seq > self.last_sent + 1 {
-            let filled = self.catch_up(Some(seq - 1), progress).await?;
+            let filled = Box::pin(self.catch_up(Some(seq - 1), progress)).await?;
             self.stats.replayed(filled);
         }
-        let data = if reference {
-            self.read_logged(seq).await?
-        } else {
-            payload.to_string()
-        };
-        self.push(sse::sequenced(seq, kind.as_str(), data), progress)?;
+        Ok(())
+    }
+
+    /// Queues a live event; its latency (commit → queued on the stream) is recorded.
+    fn deliver(
+        &mut self,
+        seq: i64,
+        kind: EventKind,
+        frame: Bytes,
+        at: Option<DateTime<Utc>>,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        self.push(frame, progress)?;
+        if let Some(at) = at {
+            self.stats.observe_delivery_since(at);
+        }
         self.last_sent = seq;
         self.stats.delivered(1);
         if kind == EventKind::BoardDeleted {
@@ -279,13 +365,10 @@ impl StreamTask {
             .client()
             .await
             .map_err(|_| CloseReason::ListenerLost)?;
-        let found = events::range(&client, self.board, seq - 1, seq, 1)
+        events::data_of(&client, self.board, seq)
             .await
-            .map_err(|_| CloseReason::ListenerLost)?;
-        found
-            .into_iter()
-            .next()
-            .map(|e| e.data)
+            .ok()
+            .flatten()
             .ok_or(CloseReason::ListenerLost)
     }
 
@@ -391,10 +474,17 @@ impl Progress {
     }
 }
 
-async fn next_signal(source: &mut Source) -> Signal {
+async fn next_incoming(source: &mut Source) -> Incoming {
     match source {
-        Source::Dedicated(Some(listener)) => listener.recv().await,
+        Source::Dedicated(Some(listener)) => match listener.recv().await {
+            Signal::Notice { payload, .. } => Incoming::Notice(payload),
+            Signal::Lost(why) => Incoming::Lost(why),
+        },
         Source::Dedicated(None) => std::future::pending().await,
+        Source::Shared(subscription) => match subscription.events.recv().await {
+            Some(event) => Incoming::Event(event),
+            None => Incoming::Dropped,
+        },
     }
 }
 

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, request};
+use super::{AppState, Caller, request};
 use crate::db::boards;
 use crate::domain::{
     ValidationError,
@@ -20,9 +20,11 @@ fn invalid(e: ValidationError) -> ApiError {
 }
 
 pub async fn create(
+    caller: Caller,
     state: web::Data<AppState>,
     body: request::JsonBody<BoardInput>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may_create_boards()?;
     let title = BoardTitle::parse(body.0.title).map_err(invalid)?;
     let client = state.db.client().await?;
     let board = boards::insert(&client, &title).await?;
@@ -44,6 +46,7 @@ struct Page {
 }
 
 pub async fn list(
+    caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -66,7 +69,8 @@ pub async fn list(
         .transpose()
         .map_err(invalid)?;
     let client = state.db.client().await?;
-    let (boards, next) = boards::list(&client, limit, cursor).await?;
+    // A token with a list of boards sees only those.
+    let (boards, next) = boards::list(&client, limit, cursor, caller.visible_boards()).await?;
     Ok(HttpResponse::Ok().json(Page {
         boards,
         next: next.map(|c| c.encode()),
@@ -81,10 +85,12 @@ struct BoardWithNotes {
 }
 
 pub async fn get(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = request::board_id(&path)?;
+    caller.may_read(id)?;
     let mut client = state.db.client().await?;
     let (board, notes) = boards::snapshot(&mut client, id)
         .await?
@@ -93,11 +99,13 @@ pub async fn get(
 }
 
 pub async fn rename(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: request::JsonBody<BoardInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = request::board_id(&path)?;
+    caller.may_write(id)?;
     let title = BoardTitle::parse(body.0.title).map_err(invalid)?;
     let mut client = state.db.client().await?;
     let board = boards::update_title(&mut client, id, &title, state.settings.event_retention)
@@ -107,10 +115,12 @@ pub async fn rename(
 }
 
 pub async fn delete(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = request::board_id(&path)?;
+    caller.may_write(id)?;
     let mut client = state.db.client().await?;
     if !boards::delete(&mut client, id).await? {
         return Err(ApiError::board_not_found(id));

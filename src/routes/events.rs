@@ -8,7 +8,7 @@ use actix_web::{
 };
 use serde::Deserialize;
 
-use super::{AppState, request};
+use super::{AppState, Caller, request};
 use crate::error::ApiError;
 use crate::realtime::OpenRequest;
 
@@ -35,12 +35,14 @@ fn parse_last_event_id(raw: &str, source: &str) -> Result<Option<i64>, ApiError>
 }
 
 pub async fn stream(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path)?;
+    caller.may_read(board)?;
     // The header wins over the query parameter, as the contract says.
     let header_id = req.headers().get("last-event-id").map(|v| {
         v.to_str()
@@ -53,11 +55,7 @@ pub async fn stream(
             None => None,
         },
     };
-    let viewer = match query.name.as_deref() {
-        Some(raw) => request::display_name(raw, "name")?,
-        None => None,
-    }
-    .unwrap_or_else(|| "anonymous".to_string());
+    let viewer = caller.viewer_name(query.name.as_deref())?;
 
     let body = state
         .live
@@ -65,7 +63,9 @@ pub async fn stream(
             board,
             last_event_id,
             viewer,
-            client_key: request::client_ip(&req, state.settings.trust_proxy),
+            client_key: caller.client_key(),
+            // The stream ends when the token does, so access cannot outlive it.
+            expires_at: caller.expires_at(),
         })
         .await?;
     Ok(HttpResponse::Ok()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::header, web};
 use serde_json::json;
 
 use super::AppState;
@@ -12,7 +12,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// 200 when the database answers within a short timeout, else 503.
+/// How long the database may take to answer a readiness check.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// 200 when the database answers within 2 s and the listener machinery works, else 503.
+/// A load balancer (or an operator) stops sending new streams to an instance that is not
+/// ready; open streams are not affected, and the answer goes back to 200 on recovery.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let check = async {
         let client = state.db.client().await.map_err(|e| e.to_string())?;
@@ -22,17 +27,32 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .map_err(|e| e.to_string())?;
         Ok::<(), String>(())
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ready", "database": "ok" })),
-        Ok(Err(e)) => unready(&e),
-        Err(_) => unready("the database did not answer within 2 s"),
+    let database = match tokio::time::timeout(DATABASE_TIMEOUT, check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the database did not answer within 2 s".to_string()),
+    };
+    // Set by the shared listener while it has no working LISTEN connection.
+    let listener_down = state.live.stats().listener_down();
+    let body = json!({
+        "status": if database.is_ok() && !listener_down { "ready" } else { "unavailable" },
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+        "listener": if listener_down { "down" } else { "ok" },
+    });
+    if database.is_ok() && !listener_down {
+        return HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(body);
     }
-}
-
-fn unready(why: &str) -> HttpResponse {
     // The cause may name hosts: it goes to the log, not to whoever asks.
-    log::warn!("not ready: {why}");
+    if let Err(why) = &database {
+        log::warn!("not ready: {why}");
+    }
+    if listener_down {
+        log::warn!("not ready: the listener has no working connection");
+    }
     HttpResponse::ServiceUnavailable()
-        .insert_header(("Retry-After", "5"))
-        .json(json!({ "status": "unavailable", "database": "unreachable" }))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::RETRY_AFTER, "5"))
+        .json(body)
 }

@@ -1,8 +1,11 @@
 //! The URL map and the extractor error config: the whole API on one screen.
 
 mod boards;
+mod caller;
+mod cors;
 mod events;
 mod health;
+mod metrics;
 mod notes;
 mod presence;
 mod request;
@@ -14,6 +17,9 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::error::ApiError;
 use crate::realtime::Live;
+
+pub use caller::{Access, Caller};
+pub use cors::cors;
 
 /// Largest request body accepted (the contract's 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -72,6 +78,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/readyz")
                 .route(web::get().to(health::readyz))
+                .default_service(web::to(not_allowed("GET"))),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics::metrics))
                 .default_service(web::to(not_allowed("GET"))),
         );
     web_page::configure(cfg);

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, http::header, web};
 use serde_json::json;
 
-use super::{AppState, request};
+use super::{AppState, Caller, request};
 use crate::db::notes::{self, Outcome};
 use crate::domain::{
     ids::{BoardId, NoteId},
@@ -41,10 +41,12 @@ fn settle<T>(outcome: Outcome<T>, board: BoardId, note: NoteId) -> Result<T, Api
 }
 
 pub async fn list(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path)?;
+    caller.may_read(board)?;
     let mut client = state.db.client().await?;
     // One snapshot read, so an empty list is never confused with a missing board.
     let (_, notes) = crate::db::boards::snapshot(&mut client, board)
@@ -54,14 +56,16 @@ pub async fn list(
 }
 
 pub async fn create(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: request::JsonBody<NoteInput>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path)?;
+    caller.may_write(board)?;
     let new = NewNote::parse(body.0).map_err(|e| ApiError::Validation(e.0))?;
-    let author = request::writer_name(&req)?;
+    let author = caller.author(&req)?;
     let mut client = state.db.client().await?;
     match notes::insert(
         &mut client,
@@ -78,12 +82,14 @@ pub async fn create(
 }
 
 pub async fn update(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: request::JsonBody<NotePatchInput>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path.0)?;
+    caller.may_write(board)?;
     let note = request::note_id(&path.1)?;
     let patch = NotePatch::parse(body.0).map_err(|e| ApiError::Validation(e.0))?;
     let precondition = precondition(&req)?;
@@ -102,11 +108,13 @@ pub async fn update(
 }
 
 pub async fn delete(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let board = request::board_id(&path.0)?;
+    caller.may_write(board)?;
     let note = request::note_id(&path.1)?;
     let precondition = precondition(&req)?;
     let mut client = state.db.client().await?;

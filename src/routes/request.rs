@@ -8,14 +8,20 @@ use serde_json::value::RawValue;
 
 use crate::domain::ids::{BoardId, NoteId};
 use crate::error::ApiError;
+use crate::limits::REQUEST_BODY_TIMEOUT;
 
 /// The longest display name kept; longer ones are refused rather than cut silently.
 pub const NAME_MAX_CHARS: usize = 100;
 
-/// A JSON request body. Reading and syntax-checking it is `web::Json`'s (so the
+/// A JSON object request body. Reading and syntax-checking it is `web::Json`'s (so the
 /// `JsonConfig` limits and error answers apply); turning it into `T` goes through
 /// `serde_path_to_error`, so a value of the wrong type is reported with the field it is in,
 /// which serde_json alone does not say.
+///
+/// The body must arrive within [`REQUEST_BODY_TIMEOUT`] (actix bounds only the time to the
+/// end of the headers; a body trickling in a byte at a time would otherwise hold its
+/// connection and buffer for as long as the client likes), else 408. It must be an object:
+/// serde also reads structs from arrays, so `["a", 1, 2]` would otherwise make a note.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
@@ -25,7 +31,21 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let raw = web::Json::<Box<RawValue>>::from_request(req, payload);
         Box::pin(async move {
-            let raw = raw.await?.into_inner();
+            let raw = tokio::time::timeout(REQUEST_BODY_TIMEOUT, raw)
+                .await
+                .map_err(|_| {
+                    ApiError::RequestTimeout(format!(
+                        "the request body did not arrive within {} s",
+                        REQUEST_BODY_TIMEOUT.as_secs()
+                    ))
+                })??
+                .into_inner();
+            if !raw.get().trim_start().starts_with('{') {
+                return Err(ApiError::InvalidJson(
+                    "the body must be a JSON object, such as {\"title\": \"Plans\"}".into(),
+                )
+                .into());
+            }
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
                 .map(JsonBody)
                 .map_err(|e| {
@@ -84,21 +104,24 @@ pub fn writer_name(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     display_name(&decoded, "X-Display-Name")
 }
 
-/// The client a limit counts against: its IP address (the first `X-Forwarded-For` hop when
-/// the proxy is trusted, as behind Heroku's router).
+/// The client a limit counts against: its IP address. When the proxy is trusted (behind
+/// Heroku's router) that is the last `X-Forwarded-For` hop: the router appends the address
+/// it saw to whatever the client sent, so the hops before it are the client's to invent
+/// (and would let it dodge its limits by sending a new one each time).
 pub fn client_ip(req: &HttpRequest, trust_proxy: bool) -> String {
     if trust_proxy
         && let Some(forwarded) = req
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        && let Some(first) = forwarded
-            .split(',')
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .last()
+        && let Some(last) = forwarded
+            .rsplit(',')
             .next()
             .map(str::trim)
             .filter(|s| !s.is_empty())
     {
-        return first.to_string();
+        return last.to_string();
     }
     req.peer_addr()
         .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())

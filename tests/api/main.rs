@@ -2,9 +2,13 @@
 
 mod helpers;
 
+mod auth;
 mod boards;
 mod errors;
 mod events;
+mod fuzz;
+mod limits;
+mod metrics;
 mod notes;
 mod presence;
 mod writes;

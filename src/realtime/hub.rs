@@ -1,0 +1,376 @@
+//! `LISTENER=shared`: one listener connection per instance, fanned out in memory.
+//!
+//! The hub LISTENs on a board's channel when the board gets its first stream and UNLISTENs
+//! when its last one leaves. Each notification is parsed once, a reference payload is read
+//! from the log once, and the SSE frame is encoded once: every stream of the board gets the
+//! same `Bytes`. Fan-out never waits on a stream: each has a bounded queue, and a stream
+//! whose queue is full is dropped from the fan-out (its task closes it as `slow`), so one
+//! stuck client cannot delay the others.
+//!
+//! When the connection dies (an error, or a ping that times out on a hung backend) the hub
+//! reconnects with backoff, re-LISTENs every active board and tells every stream to catch
+//! up from the log; `/readyz` answers 503 meanwhile.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::{
+    sync::{
+        mpsc::{self, error::TrySendError},
+        oneshot,
+    },
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
+};
+use uuid::Uuid;
+
+use super::{
+    QUEUE_LIMIT,
+    listener::{self, Listener, Signal},
+    presence::Presence,
+    presence_list, sse,
+    stats::Stats,
+};
+use crate::db::{Database, DbError, events};
+use crate::domain::{
+    event::{EventKind, Notice},
+    ids::BoardId,
+};
+
+/// What the hub hands a stream: frames encoded once, shared by every stream of the board.
+#[derive(Clone, Debug)]
+pub enum HubEvent {
+    Change {
+        seq: i64,
+        kind: EventKind,
+        frame: Bytes,
+        /// When the write happened, for the delivery latency.
+        at: Option<DateTime<Utc>>,
+    },
+    Presence {
+        joined: bool,
+        viewer: Uuid,
+        frame: Bytes,
+    },
+    /// The listener was lost and is back: notifications may be missing, so catch up from
+    /// the log; `presence` is the board's viewer list as it is now.
+    Resync { presence: Bytes },
+}
+
+enum Command {
+    Subscribe {
+        board: BoardId,
+        id: u64,
+        tx: mpsc::Sender<HubEvent>,
+        ready: oneshot::Sender<Result<(), DbError>>,
+    },
+    Unsubscribe {
+        board: BoardId,
+        id: u64,
+    },
+}
+
+/// A handle on the instance's hub.
+#[derive(Clone)]
+pub struct Hub {
+    commands: mpsc::UnboundedSender<Command>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// A stream's place in the fan-out; leaving it (drop) unsubscribes.
+pub struct Subscription {
+    pub events: mpsc::Receiver<HubEvent>,
+    board: BoardId,
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unsubscribe {
+            board: self.board,
+            id: self.id,
+        });
+    }
+}
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Hub {
+    /// Connects the listener, then runs the hub's task on the current runtime.
+    pub async fn start(
+        db: Database,
+        stats: Arc<Stats>,
+        presence: Arc<Presence>,
+        heartbeat: Duration,
+    ) -> Result<Hub, DbError> {
+        let listener = Listener::connect(&db).await?;
+        stats.listener_opened();
+        stats.set_listener_down(false);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let task = HubTask {
+            db,
+            stats,
+            presence,
+            listener: Some(listener),
+            connected_once: true,
+            boards: HashMap::new(),
+            ping_every: heartbeat.max(Duration::from_secs(5)),
+        };
+        tokio::spawn(task.run(receiver));
+        Ok(Hub {
+            commands,
+            next_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Joins the board's fan-out; returns once the board's channel is LISTENed, so
+    /// nothing committed after this returns can be missed.
+    pub async fn subscribe(&self, board: BoardId) -> Result<Subscription, DbError> {
+        let (tx, events) = mpsc::channel(QUEUE_LIMIT);
+        let (ready, listening) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let subscription = Subscription {
+            events,
+            board,
+            id,
+            commands: self.commands.clone(),
+        };
+        self.commands
+            .send(Command::Subscribe {
+                board,
+                id,
+                tx,
+                ready,
+            })
+            .map_err(|_| DbError::Unavailable("the listener hub has stopped".into()))?;
+        listening
+            .await
+            .map_err(|_| DbError::Unavailable("the listener hub has stopped".into()))??;
+        Ok(subscription)
+    }
+}
+
+struct HubTask {
+    db: Database,
+    stats: Arc<Stats>,
+    presence: Arc<Presence>,
+    listener: Option<Listener>,
+    connected_once: bool,
+    boards: HashMap<BoardId, Vec<(u64, mpsc::Sender<HubEvent>)>>,
+    ping_every: Duration,
+}
+
+impl HubTask {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut reconnect_at: Option<Instant> = None;
+        let mut backoff = RECONNECT_FIRST;
+        let mut ping = interval(self.ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command).await,
+                    None => break,
+                },
+                signal = next_signal(&mut self.listener) => match signal {
+                    Signal::Notice { channel, payload } => self.fan_out(&channel, &payload).await,
+                    Signal::Lost(why) => {
+                        log::warn!("shared listener lost ({why}); reconnecting");
+                        self.lose();
+                        reconnect_at = Some(Instant::now());
+                    }
+                },
+                _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
+                    match self.reconnect().await {
+                        Ok(()) => {
+                            reconnect_at = None;
+                            backoff = RECONNECT_FIRST;
+                        }
+                        Err(e) => {
+                            log::warn!("shared listener cannot reconnect: {e}");
+                            self.lose();
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                            reconnect_at = Some(Instant::now() + backoff);
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if let Some(listener) = &self.listener
+                        && !listener.ping(PING_TIMEOUT).await
+                    {
+                        log::warn!("shared listener did not answer a ping; reconnecting");
+                        self.lose();
+                        reconnect_at = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        self.lose();
+    }
+
+    fn lose(&mut self) {
+        if self.listener.take().is_some() {
+            self.stats.listener_closed();
+        }
+        self.stats.set_listener_down(true);
+    }
+
+    /// Connects, LISTENs on every active board, and tells their streams to catch up.
+    async fn reconnect(&mut self) -> Result<(), DbError> {
+        let listener = Listener::connect(&self.db).await?;
+        let boards: Vec<BoardId> = self.boards.keys().copied().collect();
+        listener.listen(&boards).await?;
+        self.listener = Some(listener);
+        self.stats.listener_opened();
+        self.stats.set_listener_down(false);
+        if std::mem::replace(&mut self.connected_once, true) {
+            self.stats.listener_reconnected();
+            log::info!(
+                "shared listener back; re-listening on {} boards",
+                boards.len()
+            );
+        }
+        for board in boards {
+            let presence = match self.presence.list(board).await {
+                Ok(viewers) => presence_list(&viewers),
+                Err(_) => continue,
+            };
+            self.send(board, &HubEvent::Resync { presence });
+        }
+        Ok(())
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Subscribe {
+                board,
+                id,
+                tx,
+                ready,
+            } => {
+                let result = self.add(board, id, tx).await;
+                let _ = ready.send(result);
+            }
+            Command::Unsubscribe { board, id } => {
+                let Some(streams) = self.boards.get_mut(&board) else {
+                    return;
+                };
+                streams.retain(|(sid, _)| *sid != id);
+                if streams.is_empty() {
+                    self.boards.remove(&board);
+                    if let Some(listener) = &self.listener
+                        && let Err(e) = listener.unlisten(&[board]).await
+                    {
+                        log::warn!("UNLISTEN for board {board} failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn add(
+        &mut self,
+        board: BoardId,
+        id: u64,
+        tx: mpsc::Sender<HubEvent>,
+    ) -> Result<(), DbError> {
+        let Some(listener) = &self.listener else {
+            return Err(DbError::Unavailable(
+                "the shared listener is reconnecting".into(),
+            ));
+        };
+        if !self.boards.contains_key(&board) {
+            listener.listen(&[board]).await?;
+        }
+        self.boards.entry(board).or_default().push((id, tx));
+        Ok(())
+    }
+
+    /// Turns one notification into one shared event and offers it to every stream of the
+    /// board without waiting on any of them.
+    async fn fan_out(&mut self, channel: &str, payload: &str) {
+        let Some(board) = listener::board_of(channel) else {
+            return;
+        };
+        if !self.boards.contains_key(&board) {
+            return;
+        }
+        let event = match Notice::parse(payload) {
+            Some(Notice::Change {
+                seq,
+                kind,
+                reference,
+                at,
+            }) => {
+                let data = if reference {
+                    match self.read_logged(board, seq).await {
+                        Some(data) => data,
+                        // Gone from the log (pruned or the board deleted): the streams find
+                        // the gap on the next event and catch up, or end.
+                        None => return,
+                    }
+                } else {
+                    payload.to_string()
+                };
+                HubEvent::Change {
+                    seq,
+                    kind,
+                    frame: sse::sequenced(seq, kind.as_str(), data),
+                    at,
+                }
+            }
+            Some(Notice::Presence { joined, viewer }) => {
+                let name = if joined {
+                    "presence.joined"
+                } else {
+                    "presence.left"
+                };
+                HubEvent::Presence {
+                    joined,
+                    viewer,
+                    frame: sse::unsequenced(name, payload.to_string()),
+                }
+            }
+            None => {
+                log::warn!("ignoring an unreadable notification on board {board}");
+                return;
+            }
+        };
+        self.send(board, &event);
+    }
+
+    /// Offers `event` to every stream of `board`; a stream whose queue is full or closed
+    /// leaves the fan-out (dropping its sender ends its subscription).
+    fn send(&mut self, board: BoardId, event: &HubEvent) {
+        let Some(streams) = self.boards.get_mut(&board) else {
+            return;
+        };
+        streams.retain(|(_, tx)| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
+        });
+        // An emptied board is UNLISTENed when its subscriptions' unsubscribes arrive.
+    }
+
+    async fn read_logged(&self, board: BoardId, seq: i64) -> Option<String> {
+        let client = self.db.client().await.ok()?;
+        events::data_of(&client, board, seq).await.ok().flatten()
+    }
+}
+
+async fn next_signal(listener: &mut Option<Listener>) -> Signal {
+    match listener {
+        Some(listener) => listener.recv().await,
+        None => std::future::pending().await,
+    }
+}
