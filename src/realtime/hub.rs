@@ -54,10 +54,12 @@ pub enum HubEvent {
         /// When the write happened, for the delivery latency.
         at: Option<DateTime<Utc>>,
     },
+    /// Presence changes of one board gathered over a short window, in order: `frames` is
+    /// every `presence.joined` / `presence.left` frame joined into one `Bytes`, and
+    /// `viewers` names each frame's viewer with the offset where its frame ends.
     Presence {
-        joined: bool,
-        viewer: Uuid,
-        frame: Bytes,
+        viewers: Arc<[(Uuid, usize)]>,
+        frames: Bytes,
     },
     /// The listener was lost and is back: notifications may be missing, so catch up from
     /// the log; `presence` is the board's viewer list as it is now.
@@ -101,6 +103,8 @@ impl Drop for Subscription {
     }
 }
 
+/// How long presence changes are gathered before they go out together.
+const PRESENCE_WINDOW: Duration = Duration::from_millis(50);
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,6 +127,8 @@ impl Hub {
             presence,
             listener: Some(listener),
             connected_once: true,
+            presence_batches: HashMap::new(),
+            presence_window_ends: None,
             boards: HashMap::new(),
             ping_every: heartbeat.max(Duration::from_secs(5)),
         };
@@ -166,6 +172,10 @@ struct HubTask {
     presence: Arc<Presence>,
     listener: Option<Listener>,
     connected_once: bool,
+    /// Presence changes waiting for the end of their window, per board, and when the
+    /// oldest window ends.
+    presence_batches: HashMap<BoardId, (Vec<Uuid>, Vec<Bytes>)>,
+    presence_window_ends: Option<Instant>,
     boards: HashMap<BoardId, Vec<(u64, mpsc::Sender<HubEvent>)>>,
     ping_every: Duration,
 }
@@ -177,6 +187,8 @@ impl HubTask {
         let mut ping = interval(self.ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let presence_due = self.presence_due();
+            let presence_pending = !self.presence_batches.is_empty();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command).await,
@@ -204,6 +216,9 @@ impl HubTask {
                         }
                     }
                 }
+                _ = sleep_until(presence_due), if presence_pending => {
+                    self.flush_presence();
+                }
                 _ = ping.tick() => {
                     if let Some(listener) = &self.listener
                         && !listener.ping(PING_TIMEOUT).await
@@ -216,6 +231,28 @@ impl HubTask {
             }
         }
         self.lose();
+    }
+
+    fn presence_due(&self) -> Instant {
+        self.presence_window_ends.unwrap_or_else(Instant::now)
+    }
+
+    /// Sends each board's gathered presence changes as one event.
+    fn flush_presence(&mut self) {
+        self.presence_window_ends = None;
+        for (board, (viewers, frames)) in std::mem::take(&mut self.presence_batches) {
+            let mut joined = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            let mut ends = Vec::with_capacity(viewers.len());
+            for (viewer, frame) in viewers.into_iter().zip(&frames) {
+                joined.extend_from_slice(frame);
+                ends.push((viewer, joined.len()));
+            }
+            let event = HubEvent::Presence {
+                viewers: ends.into(),
+                frames: joined.freeze(),
+            };
+            self.send(board, &event);
+        }
     }
 
     fn lose(&mut self) {
@@ -335,11 +372,14 @@ impl HubTask {
                 } else {
                     "presence.left"
                 };
-                HubEvent::Presence {
-                    joined,
-                    viewer,
-                    frame: sse::unsequenced(name, payload.to_string()),
-                }
+                // Held for the batch: a crowd arriving costs one wake-up per stream per
+                // window rather than one per viewer.
+                let batch = self.presence_batches.entry(board).or_default();
+                batch.0.push(viewer);
+                batch.1.push(sse::unsequenced(name, payload.to_string()));
+                self.presence_window_ends
+                    .get_or_insert_with(|| Instant::now() + PRESENCE_WINDOW);
+                return;
             }
             None => {
                 log::warn!("ignoring an unreadable notification on board {board}");

@@ -304,8 +304,22 @@ impl StreamTask {
                 self.fill_gap(seq, progress).await?;
                 self.deliver(seq, kind, frame, at, progress)
             }
-            HubEvent::Presence { viewer, frame, .. } => {
-                self.on_presence(viewer, || frame, progress)
+            HubEvent::Presence { viewers, frames } => {
+                let own = viewers.iter().find(|(viewer, _)| *viewer == self.viewer.id);
+                match (own, self.presence_synced) {
+                    (None, true) => self.push(frames, progress),
+                    (None, false) => Ok(()),
+                    // This stream's own join is in the batch: only what follows it is news.
+                    (Some((_, end)), _) => {
+                        self.presence_synced = true;
+                        let rest = frames.slice(*end..);
+                        if rest.is_empty() {
+                            Ok(())
+                        } else {
+                            self.push(rest, progress)
+                        }
+                    }
+                }
             }
             HubEvent::Resync { presence } => self.resync(presence, progress).await,
         }
