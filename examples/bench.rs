@@ -18,14 +18,24 @@
 //! library sits between the socket and the clock. Every loop is bounded in count and time.
 //!
 //! Options:
-//!   --server PATH         the boardcast binary (default target/release/boardcast)
-//!   --only LIST           scenarios, comma-separated: raw, open, per-stream, shared, idle,
-//!                         throughput (default: all)
-//!   --sizes LIST          shared fan-out sizes (default 1,100,1000,5000,15000)
-//!   --per-stream-sizes L  per-stream fan-out sizes (default 1,10,100)
-//!   --idle N              idle streams (default 15000)
-//!   --quick               small sizes, for trying the program out
-//!   --log-dir DIR         server logs (default target/bench-logs)
+//!   --server PATH           the boardcast binary (default target/release/boardcast)
+//!   --only LIST             scenarios, comma-separated: raw, open, per-stream, throughput,
+//!                           shared, idle (default: all, in that order)
+//!   --sizes LIST            shared fan-out sizes (default 1,100,1000,5000,15000)
+//!   --per-stream-sizes LIST per-stream fan-out sizes (default 1,10,100)
+//!   --idle N                idle streams (default 15000)
+//!   --idle-per-board N      idle streams per board (default 100; see `idle`)
+//!   --open-concurrency N    subscribers connecting at once (default 50)
+//!   --open-budget SECS      the longest one crowd may take to open (default 900); the
+//!                           streams not open by then are abandoned and the run goes on
+//!   --perf                  `perf record` the server during each fan-out's writes
+//!   --quick                 small sizes, for trying the program out
+//!   --log-dir DIR           server logs, profiles and report.md (default target/bench-logs)
+//!
+//! Opening a crowd on one board costs the server O(N²) today: every open is announced to
+//! every stream already there (`presence.joined`) and gets the whole viewer list. 15,000
+//! streams on one board take about 11 minutes to open on a 2-core machine, which is most
+//! of a full run; docs/PERFORMANCE.md has the figures.
 
 use std::{
     collections::BTreeMap,
@@ -59,7 +69,12 @@ type Res<T> = Result<T, Error>;
 const MESSAGES: usize = 50;
 const MESSAGE_GAP: Duration = Duration::from_millis(100);
 /// Subscribers connecting at once (well under the accept backlog); `--open-concurrency`.
-static OPEN_CONCURRENCY: AtomicUsize = AtomicUsize::new(500);
+static OPEN_CONCURRENCY: AtomicUsize = AtomicUsize::new(50);
+/// The longest one crowd may take to open (`--open-budget`, seconds); what has not opened
+/// by then is abandoned and the run goes on with the streams that did.
+static OPEN_BUDGET: AtomicU64 = AtomicU64::new(900);
+/// Record a CPU profile of the server during each fan-out's writes (`--perf`).
+static PERF: AtomicBool = AtomicBool::new(false);
 /// Writers and duration of a throughput run.
 const WRITERS: usize = 32;
 const WRITE_FOR: Duration = Duration::from_secs(5);
@@ -159,30 +174,9 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// CPU seconds of a process and (for the postmaster) all its children.
-fn cpu_secs(pid: u32, with_children: bool) -> f64 {
-    let mut ticks = proc_stat(pid).map_or(0, |(_, t)| t);
-    if with_children && let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some((ppid, t)) = proc_stat(child)
-                && ppid == pid
-            {
-                ticks += t;
-            }
-        }
-    }
-    ticks as f64 / clock_ticks()
-}
-
-/// Busy and total jiffies of the whole machine (first line of /proc/stat).
-fn machine_jiffies() -> (u64, u64) {
+/// CPU jiffies of the whole machine from the first line of /proc/stat: (user + nice +
+/// system, irq + softirq, steal, all).
+fn machine_jiffies() -> (u64, u64, u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = s
         .lines()
@@ -192,53 +186,105 @@ fn machine_jiffies() -> (u64, u64) {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    let total: u64 = v.iter().sum();
-    // idle + iowait
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    (
+        at(0) + at(1) + at(2),
+        at(5) + at(6),
+        at(7),
+        v.iter().take(8).sum(),
+    )
 }
 
-/// CPU used by each party over a window: server, bench, PostgreSQL, everything.
-#[derive(Clone, Copy)]
+/// CPU used by each party over a window: the server, the benchmark, PostgreSQL (the
+/// postmaster and its children), every other process, interrupts, and steal.
+#[derive(Clone)]
 struct CpuMark {
     at: Instant,
-    server: f64,
-    bench: f64,
-    pg: f64,
-    busy: u64,
+    server: u64,
+    bench: u64,
+    pg: u64,
+    others: std::collections::HashMap<u32, u64>,
+    tasks: u64,
+    irq: u64,
+    steal: u64,
     total: u64,
 }
 
 impl CpuMark {
     fn take(server_pid: u32, pg_pid: u32) -> CpuMark {
-        let (busy, total) = machine_jiffies();
-        CpuMark {
+        let (tasks, irq, steal, total) = machine_jiffies();
+        let me = std::process::id();
+        let mut mark = CpuMark {
             at: Instant::now(),
-            server: cpu_secs(server_pid, false),
-            bench: cpu_secs(std::process::id(), false),
-            pg: cpu_secs(pg_pid, true),
-            busy,
+            server: 0,
+            bench: 0,
+            pg: 0,
+            others: std::collections::HashMap::new(),
+            tasks,
+            irq,
+            steal,
             total,
+        };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return mark;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Some((ppid, ticks)) = proc_stat(pid) else {
+                continue;
+            };
+            if pid == server_pid {
+                mark.server = ticks;
+            } else if pid == me {
+                mark.bench = ticks;
+            } else if pg_pid != 0 && (pid == pg_pid || ppid == pg_pid) {
+                mark.pg += ticks;
+            } else {
+                mark.others.insert(pid, ticks);
+            }
         }
+        mark
     }
 
-    /// "server 0.42 s, bench 0.30 s, pg 0.10 s, machine 1.9 of 2 cores" over the window.
+    /// Seconds of CPU each party used between `start` and this mark.
     fn since(&self, start: &CpuMark) -> String {
+        let hz = clock_ticks();
+        let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / hz;
         let wall = self.at.duration_since(start.at).as_secs_f64();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let busy_frac = if self.total > start.total {
-            (self.busy - start.busy) as f64 / (self.total - start.total) as f64
+        let server = secs(self.server, start.server);
+        let bench = secs(self.bench, start.bench);
+        let pg = secs(self.pg, start.pg);
+        // A process born in the window counts from zero; one that died in it is missed
+        // (it lands in "unattributed").
+        let others: u64 = self
+            .others
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(start.others.get(pid).copied().unwrap_or(0)))
+            .sum();
+        let others = others as f64 / hz;
+        let tasks = secs(self.tasks, start.tasks);
+        // Interrupt time: partly inside the processes' own system time already.
+        let irq = secs(self.irq, start.irq);
+        let steal = secs(self.steal, start.steal);
+        let total = secs(self.total, start.total);
+        let unattributed = (tasks - server - bench - pg - others).max(0.0);
+        let busy = if total > 0.0 {
+            // busy = everything but idle and iowait
+            (tasks + irq + steal) / total
         } else {
             0.0
         };
-        let server = self.server - start.server;
-        let bench = self.bench - start.bench;
-        let pg = self.pg - start.pg;
-        let machine = busy_frac * cores * wall;
-        let other = (machine - server - bench - pg).max(0.0);
         format!(
-            "over {wall:.1} s wall: server {server:.2} s, bench {bench:.2} s, postgres {pg:.2} s, other {other:.2} s CPU; machine busy {:.0}% of {cores:.0} cores",
-            busy_frac * 100.0
+            "over {wall:.1} s wall, CPU s: server {server:.2}, bench {bench:.2}, postgres {pg:.2}, other processes {others:.2}, unattributed {unattributed:.2}, steal {steal:.2}; machine busy {:.0}% of {cores:.0} cores",
+            busy * 100.0
         )
     }
 }
@@ -316,6 +362,38 @@ impl Cluster {
             )
             .await
             .map_or(-1, |r| r.get(0))
+    }
+
+    /// Proportional set size of the listener backends, KiB each (0 if none).
+    async fn listener_pss_kib(&self, db: &str) -> f64 {
+        let Ok(rows) = self
+            .admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'boardcast listener'",
+                &[&db],
+            )
+            .await
+        else {
+            return 0.0;
+        };
+        if rows.is_empty() {
+            return 0.0;
+        }
+        let total: u64 = rows
+            .iter()
+            .map(|r| {
+                let pid: i32 = r.get(0);
+                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("Pss:"))
+                            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0)
+            })
+            .sum();
+        total as f64 / rows.len() as f64
     }
 
     async fn backends(&self, db: &str) -> i64 {
@@ -795,15 +873,24 @@ async fn subscribe(
     slot: Arc<Slot>,
     gate: Option<Arc<Semaphore>>,
     stop: CancellationToken,
+    give_up: CancellationToken,
     track: usize,
 ) -> SubOutcome {
     let permit = match gate {
         Some(gate) => tokio::select! {
             p = gate.acquire_owned() => p.ok(),
-            _ = stop.cancelled() => return SubOutcome::default(),
+            _ = stop.cancelled() => None,
+            _ = give_up.cancelled() => None,
         },
         None => None,
     };
+    if stop.is_cancelled() || give_up.is_cancelled() {
+        slot.ended.store(true, Relaxed);
+        return SubOutcome {
+            ended: Some("never connected (gave up opening)".into()),
+            ..SubOutcome::default()
+        };
+    }
     let mut sub = Sub::new(slot.clone(), permit, track);
     sub.out.open_ns = now_ns();
     let run = async {
@@ -816,9 +903,13 @@ async fn subscribe(
             .map_err(|e| format!("write: {e}"))?;
         let mut buf = vec![0u8; 8192];
         loop {
+            let opening = sub.snapshot < 2;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
+                _ = give_up.cancelled(), if opening => {
+                    return Err("gave up waiting for the snapshot".to_string());
+                }
                 read = socket.read(&mut buf) => {
                     let n = read.map_err(|e| format!("read: {e}"))?;
                     if n == 0 {
@@ -839,7 +930,7 @@ async fn subscribe(
     sub.out
 }
 
-/// A crowd of subscribers on one board.
+/// A crowd of subscribers, spread evenly over one or more boards.
 struct Crowd {
     slots: Vec<Arc<Slot>>,
     handles: Vec<JoinHandle<SubOutcome>>,
@@ -856,29 +947,37 @@ impl Crowd {
     async fn open(
         server: &Server,
         pg: u32,
-        board: &str,
+        boards: &[String],
         n: usize,
         track: usize,
         limit: Duration,
     ) -> Crowd {
         let cpu0 = CpuMark::take(server.pid, pg);
-        let request = Arc::new(
-            format!("GET /api/boards/{board}/events HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
-        );
+        let requests: Vec<Arc<Vec<u8>>> = boards
+            .iter()
+            .map(|board| {
+                Arc::new(
+                    format!("GET /api/boards/{board}/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .into_bytes(),
+                )
+            })
+            .collect();
         let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY.load(Relaxed)));
         let stop = CancellationToken::new();
+        let give_up = CancellationToken::new();
         let started = Instant::now();
         let mut slots = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
-        for _ in 0..n {
+        for i in 0..n {
             let slot = Arc::new(Slot::default());
             slots.push(slot.clone());
             handles.push(tokio::spawn(subscribe(
                 server.addr,
-                request.clone(),
+                requests[i % requests.len()].clone(),
                 slot,
                 Some(gate.clone()),
                 stop.clone(),
+                give_up.clone(),
                 track,
             )));
         }
@@ -894,9 +993,20 @@ impl Crowd {
             }
             if started.elapsed() > limit {
                 log(format!(
-                    "open: gave up after {:.0} s with {ready}/{n} streams open, {failed} failed",
+                    "open: gave up after {:.0} s with {ready}/{n} streams open, {failed} failed; abandoning the rest",
                     limit.as_secs_f64()
                 ));
+                give_up.cancel();
+                // The abandoned opens close their sockets; let that settle.
+                for _ in 0..500 {
+                    if slots
+                        .iter()
+                        .all(|s| s.ready.load(Relaxed) || s.ended.load(Relaxed))
+                    {
+                        break;
+                    }
+                    sleep(Duration::from_millis(10)).await;
+                }
                 break;
             }
             if last_report.elapsed() > Duration::from_secs(10) {
@@ -927,13 +1037,21 @@ impl Crowd {
 
     /// Waits until every open subscriber has seen `seq` (or has ended), up to `limit`.
     async fn wait_for(&self, seq: i64, limit: Duration) -> bool {
+        self.wait_for_each(&[seq], limit).await
+    }
+
+    /// `wait_for` with a seq per board (subscriber `i` is on board `i % targets.len()`).
+    async fn wait_for_each(&self, targets: &[i64], limit: Duration) -> bool {
         let started = Instant::now();
         loop {
             let behind = self
                 .slots
                 .iter()
-                .filter(|s| {
-                    s.ready.load(Relaxed) && !s.ended.load(Relaxed) && s.last.load(Relaxed) < seq
+                .enumerate()
+                .filter(|(i, s)| {
+                    s.ready.load(Relaxed)
+                        && !s.ended.load(Relaxed)
+                        && s.last.load(Relaxed) < targets[i % targets.len()]
                 })
                 .count();
             if behind == 0 {
@@ -941,7 +1059,7 @@ impl Crowd {
             }
             if started.elapsed() > limit {
                 log(format!(
-                    "{behind} subscribers had not seen seq {seq} after {limit:?}"
+                    "{behind} subscribers had not seen their board's last seq after {limit:?}"
                 ));
                 return false;
             }
@@ -953,9 +1071,11 @@ impl Crowd {
         self.stop.cancel();
         let mut out = Vec::with_capacity(self.handles.len());
         for h in self.handles {
-            if let Ok(o) = h.await {
-                out.push(o);
-            }
+            // Keep the order: subscriber `i` is on board `i % boards`.
+            out.push(h.await.unwrap_or_else(|e| SubOutcome {
+                ended: Some(format!("task failed: {e}")),
+                ..SubOutcome::default()
+            }));
         }
         out
     }
@@ -1014,6 +1134,11 @@ struct Completeness {
 }
 
 fn completeness(subs: &[SubOutcome], upto: usize) -> Completeness {
+    completeness_each(subs, &[upto])
+}
+
+/// `completeness` with a last seq per board (subscriber `i` is on board `i % upto.len()`).
+fn completeness_each(subs: &[SubOutcome], upto: &[usize]) -> Completeness {
     let mut c = Completeness {
         subscribers: 0,
         expected: 0,
@@ -1022,7 +1147,11 @@ fn completeness(subs: &[SubOutcome], upto: usize) -> Completeness {
         duplicated: 0,
         ended: BTreeMap::new(),
     };
-    for s in subs.iter().filter(|s| s.snapshot_ns > 0) {
+    for (i, s) in subs.iter().enumerate() {
+        if s.snapshot_ns == 0 {
+            continue;
+        }
+        let upto = upto[i % upto.len()];
         c.subscribers += 1;
         c.expected += upto as u64;
         for seq in 1..=upto {
@@ -1089,11 +1218,11 @@ async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
     let server = Server::start(ctx, &label, mode, "15s").await?;
     let board = server.create_board().await?;
     let rss0 = rss_kib(server.pid);
-    let open_limit = Duration::from_secs(120 + (n as u64) / 20);
+    let open_limit = Duration::from_secs(OPEN_BUDGET.load(Relaxed));
     let crowd = Crowd::open(
         &server,
         ctx.cluster.postmaster,
-        &board,
+        std::slice::from_ref(&board),
         n,
         MESSAGES,
         open_limit,
@@ -1103,6 +1232,7 @@ async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
     let rss1 = rss_kib(server.pid);
     let listeners = ctx.cluster.listener_backends(&server.db).await;
     let backends = ctx.cluster.backends(&server.db).await;
+    let listener_pss = ctx.cluster.listener_pss_kib(&server.db).await;
     log(format!(
         "{ready}/{n} open in {:.1} s; server RSS {} → {} KiB, {} threads, {} fds; {listeners} listener backends, {backends} backends in all",
         crowd.open_secs,
@@ -1116,6 +1246,28 @@ async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
 
     let sent: Vec<AtomicU64> = (0..=MESSAGES).map(|_| AtomicU64::new(0)).collect();
     let mut post_rtts = Vec::with_capacity(MESSAGES);
+    let perf = if PERF.load(Relaxed) {
+        let path = ctx.log_dir.join(format!("{label}.perf.data"));
+        Command::new("perf")
+            // DWARF unwinding: the release build keeps no frame pointers.
+            .args([
+                "record",
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,8192",
+                "-q",
+                "-o",
+            ])
+            .arg(&path)
+            .args(["-p", &server.pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    } else {
+        None
+    };
     let cpu0 = CpuMark::take(server.pid, ctx.cluster.postmaster);
     let mut ticker = interval(MESSAGE_GAP);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -1141,6 +1293,15 @@ async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
         .wait_for(MESSAGES as i64, Duration::from_secs(10 + n as u64 / 1000))
         .await;
     let cpu1 = CpuMark::take(server.pid, ctx.cluster.postmaster);
+    if let Some(mut perf) = perf {
+        if let Some(pid) = perf.id() {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = timeout(Duration::from_secs(30), perf.wait()).await;
+    }
     let seq = server.board_seq(&board).await.unwrap_or(-1);
     let counts = server.stream_counts().await;
     let open_secs = crowd.open_secs;
@@ -1223,7 +1384,7 @@ async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
         ms(pct(&post_rtts, 99.0)),
     ));
     ctx.out(format!(
-        "  memory: RSS {rss0} KiB before, {rss1} KiB with {ready} streams ({:.1} KiB/stream); listener backends {listeners}; CPU during the writes {cpu}",
+        "  memory: RSS {rss0} KiB before, {rss1} KiB with {ready} streams ({:.1} KiB/stream); listener backends {listeners} (PSS {listener_pss:.0} KiB each), {backends} PostgreSQL backends in all; CPU during the writes {cpu}",
         row.rss_per_stream_kib
     ));
     ctx.out(format!(
@@ -1247,9 +1408,15 @@ struct IdleRow {
     per_stream: f64,
 }
 
-async fn idle(ctx: &mut Ctx, n: usize) -> Res<IdleRow> {
+/// RSS per idle stream: `n` streams, `per_board` to a board, after heartbeats have run.
+///
+/// The streams are spread over boards because opening thousands on one board is quadratic
+/// in presence traffic (the fan-out runs measure that, and their RSS column is the
+/// one-board figure); what is left here is the cost of a stream itself.
+async fn idle(ctx: &mut Ctx, n: usize, per_board: usize) -> Res<IdleRow> {
+    let per_board = per_board.max(1);
     log(format!(
-        "== idle cost, shared mode, {n} streams, heartbeat 5 s"
+        "== idle cost, shared mode, {n} streams ({per_board} a board), heartbeat 5 s"
     ));
     let server = Server::start(ctx, "idle_shared", Mode::Shared, "5s").await?;
     let board = server.create_board().await?;
@@ -1260,13 +1427,19 @@ async fn idle(ctx: &mut Ctx, n: usize) -> Res<IdleRow> {
     let rss0 = rss_kib(server.pid);
     let threads0 = threads(server.pid);
     let fds0 = open_fds(server.pid);
+    // Spread over boards: on one board every open is announced to every stream already
+    // there (presence), which is quadratic and measured by the fan-out runs instead.
+    let mut boards = vec![board];
+    while boards.len() * per_board < n {
+        boards.push(server.create_board().await?);
+    }
     let crowd = Crowd::open(
         &server,
         ctx.cluster.postmaster,
-        &board,
+        &boards,
         n,
         0,
-        Duration::from_secs(120 + n as u64 / 20),
+        Duration::from_secs(OPEN_BUDGET.load(Relaxed)),
     )
     .await;
     let opened = crowd.ready();
@@ -1342,10 +1515,11 @@ async fn throughput(
     let label = format!(
         "api {}, {subscribers} subscribers{}",
         mode.as_str(),
-        if board_each {
-            ", a board per writer"
-        } else {
-            ""
+        match (board_each, subscribers > 0) {
+            (true, true) => ", a board per writer, subscribers spread over the 32 boards",
+            (true, false) => ", a board per writer",
+            (false, true) => ", all on the one board written",
+            (false, false) => ", one board",
         }
     );
     log(format!("== write throughput: {label}"));
@@ -1367,11 +1541,17 @@ async fn throughput(
             *b = server.create_board().await?;
         }
     }
+    // The subscribers are on the boards being written: one, or spread over all 32.
+    let watched: Vec<String> = if board_each {
+        boards.clone()
+    } else {
+        vec![board.clone()]
+    };
     let crowd = if subscribers > 0 {
         let c = Crowd::open(
             &server,
             ctx.cluster.postmaster,
-            &board,
+            &watched,
             subscribers,
             0,
             Duration::from_secs(180),
@@ -1426,13 +1606,17 @@ async fn throughput(
     rtts.sort_unstable();
     let mut complete = "no subscribers".to_string();
     if let Some(crowd) = crowd {
-        let seq = server.board_seq(&board).await.unwrap_or(0);
+        let mut seqs = Vec::with_capacity(watched.len());
+        for b in &watched {
+            seqs.push(server.board_seq(b).await.unwrap_or(0));
+        }
         let caught_up_at = Instant::now();
-        let all = crowd.wait_for(seq, Duration::from_secs(30)).await;
+        let all = crowd.wait_for_each(&seqs, Duration::from_secs(30)).await;
         let lag = caught_up_at.elapsed().as_secs_f64();
         let opened = crowd.ready();
         let subs = crowd.finish().await;
-        let c = completeness(&subs, seq.max(0) as usize);
+        let uptos: Vec<usize> = seqs.iter().map(|s| (*s).max(0) as usize).collect();
+        let c = completeness_each(&subs, &uptos);
         complete = format!(
             "{opened}/{subscribers} subscribers; {} of {} deliveries, missing {}, duplicated {}, streams ended: {}; all caught up {:.1} s after the last write{}",
             c.received,
@@ -1546,19 +1730,25 @@ async fn raw(ctx: &mut Ctx, listeners: usize) -> Res<RawRow> {
                 tx.commit().await?;
                 n += 1;
             }
-            Ok::<u64, tokio_postgres::Error>(n)
+            // The connection is handed back: its backend's CPU is read before it closes.
+            Ok::<_, tokio_postgres::Error>((n, client))
         }));
     }
     let mut commits = 0;
+    let mut open = Vec::new();
     for t in tasks {
         match t.await {
-            Ok(Ok(n)) => commits += n,
+            Ok(Ok((n, client))) => {
+                commits += n;
+                open.push(client);
+            }
             Ok(Err(e)) => log(format!("raw writer: {e}")),
             Err(e) => log(format!("raw writer: {e}")),
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = CpuMark::take(0, ctx.cluster.postmaster);
+    drop(open);
     // Let the listeners drain.
     let expect = commits * listeners as u64;
     for _ in 0..200 {
@@ -1615,6 +1805,7 @@ async fn open_time(ctx: &mut Ctx, mode: Mode) -> Res<OpenRow> {
             slot.clone(),
             None,
             stop.clone(),
+            CancellationToken::new(),
             0,
         ));
         let started = Instant::now();
@@ -1714,6 +1905,7 @@ struct Args {
     shared_sizes: Vec<usize>,
     per_stream_sizes: Vec<usize>,
     idle: usize,
+    idle_per_board: usize,
     log_dir: PathBuf,
     quick: bool,
 }
@@ -1725,6 +1917,7 @@ fn args() -> Res<Args> {
         shared_sizes: vec![1, 100, 1000, 5000, 15000],
         per_stream_sizes: vec![1, 10, 100],
         idle: 15000,
+        idle_per_board: 100,
         log_dir: PathBuf::from("target/bench-logs"),
         quick: false,
     };
@@ -1740,6 +1933,9 @@ fn args() -> Res<Args> {
             "--log-dir" => a.log_dir = PathBuf::from(value()?),
             "--quick" => a.quick = true,
             "--open-concurrency" => OPEN_CONCURRENCY.store(value()?.parse()?, Relaxed),
+            "--open-budget" => OPEN_BUDGET.store(value()?.parse()?, Relaxed),
+            "--idle-per-board" => a.idle_per_board = value()?.parse()?,
+            "--perf" => PERF.store(true, Relaxed),
             "-h" | "--help" => {
                 println!("see the comment at the top of examples/bench.rs");
                 std::process::exit(0);
@@ -1830,6 +2026,7 @@ async fn run() -> Res<()> {
         attempt!(throughput(&mut ctx, Mode::Shared, 0, true), writes);
         let n = if args.quick { 100 } else { 1000 };
         attempt!(throughput(&mut ctx, Mode::Shared, n, false), writes);
+        attempt!(throughput(&mut ctx, Mode::Shared, n, true), writes);
     }
     if want("shared") {
         for &n in &args.shared_sizes {
@@ -1837,7 +2034,7 @@ async fn run() -> Res<()> {
         }
     }
     if want("idle") {
-        attempt!(idle(&mut ctx, args.idle), idles);
+        attempt!(idle(&mut ctx, args.idle, args.idle_per_board), idles);
     }
 
     // -- Tables -------------------------------------------------------------------------
@@ -1943,17 +2140,15 @@ async fn run() -> Res<()> {
             ctx.out(format!("- CPU, {}: {}", w.label, w.cpu));
         }
         let raw1 = raws.iter().find(|r| r.listeners == 1).map(|r| r.per_sec);
-        let api1k = writes
-            .iter()
-            .filter(|w| w.label.starts_with("api shared") && w.subscribers > 0)
-            .map(|w| w.per_sec)
-            .next();
-        if let (Some(raw1), Some(api)) = (raw1, api1k) {
+        if let Some(raw1) = raw1 {
             ctx.out("");
-            ctx.out(format!(
-                "Ratio API (shared, with subscribers) / raw INSERT+NOTIFY with one listener: {:.0}%",
-                100.0 * api / raw1
-            ));
+            for w in writes.iter().filter(|w| w.label.starts_with("api shared")) {
+                ctx.out(format!(
+                    "- ratio {} / raw INSERT+NOTIFY with one listener: {:.0}%",
+                    w.label,
+                    100.0 * w.per_sec / raw1
+                ));
+            }
         }
     }
     if !opens.is_empty() {

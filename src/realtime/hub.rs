@@ -256,6 +256,9 @@ impl HubTask {
     }
 
     fn lose(&mut self) {
+        // The full list each stream gets with its resync supersedes these.
+        self.presence_batches.clear();
+        self.presence_window_ends = None;
         if self.listener.take().is_some() {
             self.stats.listener_closed();
         }

@@ -290,9 +290,15 @@ impl Live {
     }
 }
 
-/// The `presence` event: everyone viewing the board.
+/// The `presence` event: everyone viewing the board, serialized straight from the list
+/// (through `serde_json::Value` it was a fifth of the CPU of a crowd arriving).
 fn presence_list(viewers: &[Viewer]) -> Bytes {
-    sse::unsequenced("presence", json!({ "viewers": viewers }).to_string())
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        viewers: &'a [Viewer],
+    }
+    let data = serde_json::to_string(&List { viewers }).unwrap_or_default();
+    sse::unsequenced("presence", data)
 }
 
 /// Releases a client's stream slot when its stream ends.

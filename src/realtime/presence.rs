@@ -28,6 +28,8 @@ pub struct Presence {
     local: Mutex<HashMap<Uuid, (BoardId, Viewer)>>,
     /// Leaves that failed (database unreachable), retried by the maintenance loop.
     pending_leaves: Mutex<Vec<(BoardId, Uuid)>>,
+    /// Per-board queues for joins (see `join`).
+    turns: Mutex<HashMap<BoardId, Arc<tokio::sync::Mutex<()>>>>,
     /// Leaves on their way to the batching worker.
     leaves: mpsc::UnboundedSender<Leave>,
     leaves_rx: Mutex<Option<mpsc::UnboundedReceiver<Leave>>>,
@@ -51,6 +53,7 @@ impl Presence {
             heartbeat,
             local: Mutex::default(),
             pending_leaves: Mutex::default(),
+            turns: Mutex::default(),
             leaves,
             leaves_rx: Mutex::new(Some(leaves_rx)),
         })
@@ -104,6 +107,11 @@ impl Presence {
             name,
             since: Utc::now(),
         };
+        // Joins of one board take the board's advisory lock in turn. Queue here first, so a
+        // burst of opens waits in memory instead of holding every pooled connection while
+        // it waits on the database (which starved REST requests and gave 503s).
+        let turn = self.board_turn(board);
+        let _turn = turn.lock().await;
         let mut client = self.db.client().await?;
         let Some(viewers) = presence::join(&mut client, board, &viewer, self.instance).await?
         else {
@@ -162,10 +170,38 @@ impl Presence {
     }
 
     /// Removes the instance's row, so others reap whatever viewers it left at once.
+    /// Writes the leaves still pending (at shutdown the worker runtimes that drove their
+    /// connections are gone, so they failed), then removes the instance's row, so others
+    /// reap whatever viewers it left at once.
     pub async fn stop(&self) {
+        let pending: Vec<(BoardId, Uuid)> = std::mem::take(
+            &mut *self
+                .pending_leaves
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut by_board: HashMap<BoardId, Vec<Uuid>> = HashMap::new();
+        for (board, viewer) in pending {
+            by_board.entry(board).or_default().push(viewer);
+        }
+        for (board, viewers) in by_board {
+            if let Err(e) = self.write_leave(board, &viewers).await {
+                log::warn!(
+                    "presence: {} leaves not written at stop ({e}); others will reap them",
+                    viewers.len()
+                );
+            }
+        }
         if let Ok(client) = self.db.client().await {
             let _ = presence::remove_instance(&client, self.instance).await;
         }
+    }
+
+    /// The in-process queue for one board's joins; dropped once no one waits on it.
+    fn board_turn(&self, board: BoardId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        turns.entry(board).or_default().clone()
     }
 
     fn defer(&self, board: BoardId, viewers: Vec<Uuid>) {

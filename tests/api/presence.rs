@@ -223,3 +223,74 @@ async fn presence_events_grow_linearly_with_viewers() {
     }
     assert_eq!(total, n + n * (n - 1) / 2);
 }
+
+#[tokio::test]
+async fn a_burst_of_opens_on_one_board_waits_its_turn_instead_of_starving_the_pool() {
+    // Joins of one board are serialized; they must queue in memory, not hold pooled
+    // connections (a pool of 2 here) while they wait.
+    let app = crate::helpers::spawn_app_with(|s| s.pool_size = 2).await;
+    let board = app.board_id().await;
+    let opens = (0..60).map(|i| {
+        let url = app.url(&format!("/api/boards/{board}/events?name=b{i}"));
+        let http = app.http.clone();
+        async move { http.get(url).send().await.expect("answered") }
+    });
+    let responses = futures_util::future::join_all(opens).await;
+    let refused = responses.iter().filter(|r| r.status() != 200).count();
+    assert_eq!(refused, 0, "every open of the burst succeeds");
+    let listed = presence_of(&app, &board).await;
+    assert_eq!(names(&listed).len(), 60);
+    // REST still answers while they are open.
+    let note = app.add_note(&board, "still writable").await;
+    assert!(note["id"].is_string());
+}
+
+#[tokio::test]
+async fn sigterm_leaves_no_viewer_behind() {
+    let db = crate::helpers::create_database().await;
+    let mut server = ServerProcess::start(&db, &[]).await;
+    let http = reqwest::Client::new();
+    let board: Value = http
+        .post(server.url("/api/boards"))
+        .json(&serde_json::json!({ "title": "Stop" }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let board = board["id"].as_str().expect("id").to_string();
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        let mut stream = viewer_stream(&server.address, &board, &format!("v{i}")).await;
+        stream
+            .next_named("presence", HEARTBEAT * 4)
+            .await
+            .expect("opened");
+        streams.push(stream);
+    }
+    server.signal("TERM");
+    let status = server.child.wait().await.expect("exits");
+    assert!(status.success());
+    let mut settings = crate::helpers::base_settings();
+    settings.database.dbname(&db);
+    let (sql, connection) = settings
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    let rows: i64 = sql
+        .query_one("SELECT count(*) FROM viewers", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 0, "every viewer's leave was written before exit");
+    let instances: i64 = sql
+        .query_one("SELECT count(*) FROM instances", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(instances, 0, "the instance removed itself");
+    drop(streams);
+}
