@@ -169,21 +169,11 @@ impl Presence {
         presence::list(&client, board).await
     }
 
-    /// Removes the instance's row, so others reap whatever viewers it left at once.
     /// Writes the leaves still pending (at shutdown the worker runtimes that drove their
     /// connections are gone, so they failed), then removes the instance's row, so others
     /// reap whatever viewers it left at once.
     pub async fn stop(&self) {
-        let pending: Vec<(BoardId, Uuid)> = std::mem::take(
-            &mut *self
-                .pending_leaves
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        let mut by_board: HashMap<BoardId, Vec<Uuid>> = HashMap::new();
-        for (board, viewer) in pending {
-            by_board.entry(board).or_default().push(viewer);
-        }
+        let by_board = self.take_pending_leaves();
         for (board, viewers) in by_board {
             if let Err(e) = self.write_leave(board, &viewers).await {
                 log::warn!(
@@ -202,6 +192,21 @@ impl Presence {
         let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
         turns.retain(|_, turn| Arc::strong_count(turn) > 1);
         turns.entry(board).or_default().clone()
+    }
+
+    /// The leaves waiting for a retry, grouped by board (one transaction each).
+    fn take_pending_leaves(&self) -> HashMap<BoardId, Vec<Uuid>> {
+        let pending = std::mem::take(
+            &mut *self
+                .pending_leaves
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut by_board: HashMap<BoardId, Vec<Uuid>> = HashMap::new();
+        for (board, viewer) in pending {
+            by_board.entry(board).or_default().push(viewer);
+        }
+        by_board
     }
 
     fn defer(&self, board: BoardId, viewers: Vec<Uuid>) {
@@ -230,16 +235,7 @@ impl Presence {
                 presence::join(&mut client, board, &viewer, self.instance).await?;
             }
         }
-        let pending: Vec<(BoardId, Uuid)> = std::mem::take(
-            &mut *self
-                .pending_leaves
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        let mut by_board: HashMap<BoardId, Vec<Uuid>> = HashMap::new();
-        for (board, viewer) in pending {
-            by_board.entry(board).or_default().push(viewer);
-        }
+        let by_board = self.take_pending_leaves();
         let mut failed = None;
         for (board, viewers) in by_board {
             if failed.is_some() {
