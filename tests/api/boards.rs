@@ -7,7 +7,7 @@ use reqwest::header;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, content_type, spawn_app};
 
 /// `GET path` answered 200; its JSON body.
 async fn get_json(app: &TestApp, path: &str) -> Value {
@@ -63,12 +63,7 @@ async fn creating_a_board_answers_201_with_location_and_the_board() {
         .and_then(|v| v.to_str().ok())
         .expect("a Location header")
         .to_string();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = content_type(&response);
     assert!(
         content_type.starts_with("application/json"),
         "{content_type}"

@@ -7,19 +7,14 @@ use reqwest::{Method, header};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, base_settings, eventually, spawn_app};
+use crate::helpers::{TestApp, base_settings, content_type, eventually, spawn_app};
 
 /// Asserts `response` is the contract's error answer with `status` and `code`; returns the
 /// body. Only `version_mismatch` may carry more than `error` (the current `note`).
 pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     let what = format!("{} {}", response.status(), response.url().path());
     assert_eq!(response.status(), status, "status of {what}");
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = content_type(&response);
     assert!(
         content_type.starts_with("application/json"),
         "{what}: errors are JSON, got Content-Type {content_type:?}"
@@ -294,15 +289,7 @@ async fn an_unknown_board_note_or_route_answers_404() {
         expect_error(response, 404, "not_found").await;
     }
     // Nothing above touched the note.
-    let notes: Value = app
-        .http
-        .get(app.url(&format!("/api/boards/{board}/notes")))
-        .send()
-        .await
-        .expect("GET notes")
-        .json()
-        .await
-        .expect("notes JSON");
+    let notes: Value = app.get_json(&format!("/api/boards/{board}/notes")).await;
     assert_eq!(notes["notes"][0]["version"], 1);
 }
 

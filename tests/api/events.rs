@@ -100,15 +100,7 @@ async fn the_stream_opens_with_retry_then_a_snapshot_equal_to_the_board() {
     let snapshot = stream.next(SOON).await.expect("snapshot");
     assert_eq!(snapshot.event, "snapshot");
     assert_eq!(snapshot.id, "2");
-    let board_now: Value = app
-        .http
-        .get(app.url(&format!("/api/boards/{board}")))
-        .send()
-        .await
-        .expect("GET board")
-        .json()
-        .await
-        .expect("json");
+    let board_now: Value = app.get_json(&format!("/api/boards/{board}")).await;
     let data = snapshot.json();
     assert_eq!(data["seq"], 2);
     assert_eq!(data["board"]["id"], board_now["id"]);

@@ -213,6 +213,18 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// GETs `path` and reads the answer as JSON (any status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET answered")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// `127.0.0.1:<port>`, for raw TCP clients.
     pub fn socket_addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -321,6 +333,16 @@ impl TestApp {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
     }
+}
+
+/// The response's `Content-Type`, or "" without one.
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Waits until `check` holds, polling; false if it never did within `wait`.

@@ -506,15 +506,7 @@ async fn a_body_that_trickles_in_is_cut_off_with_408() {
     assert!(said.starts_with("HTTP/1.1 408"), "{said}");
     assert!(said.contains("\"request_timeout\""), "a JSON error: {said}");
     // Nothing was created.
-    let boards: Value = app
-        .http
-        .get(app.url("/api/boards"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let boards: Value = app.get_json("/api/boards").await;
     assert_eq!(boards["boards"], json!([]));
 }
 
@@ -590,15 +582,7 @@ async fn a_json_body_that_is_not_an_object_answers_400_invalid_json() {
             expect_error(response, 400, "invalid_json").await;
         }
     }
-    let notes: Value = app
-        .http
-        .get(app.url(&format!("/api/boards/{board}/notes")))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let notes: Value = app.get_json(&format!("/api/boards/{board}/notes")).await;
     let notes = notes["notes"].as_array().expect("notes");
     assert_eq!(notes.len(), 1, "no note was made from an array");
     assert_eq!(notes[0]["version"], 1, "and none was changed");

@@ -29,14 +29,7 @@ fn names(event: &Value) -> Vec<String> {
 }
 
 async fn presence_of(app: &TestApp, board: &str) -> Value {
-    app.http
-        .get(app.url(&format!("/api/boards/{board}/presence")))
-        .send()
-        .await
-        .expect("GET presence")
-        .json()
-        .await
-        .expect("json")
+    app.get_json(&format!("/api/boards/{board}/presence")).await
 }
 
 #[tokio::test]

@@ -148,15 +148,7 @@ async fn concurrent_writes_get_gapless_seqs_and_notifications_in_order() {
         "nothing more"
     );
 
-    let current: Value = app
-        .http
-        .get(app.url(&format!("/api/boards/{board}")))
-        .send()
-        .await
-        .expect("GET board")
-        .json()
-        .await
-        .expect("board JSON");
+    let current: Value = app.get_json(&format!("/api/boards/{board}")).await;
     assert_eq!(current["seq"], 50);
     let notes = current["notes"].as_array().expect("notes");
     assert_eq!(notes.len(), 5 + 23);
@@ -225,15 +217,7 @@ async fn a_ten_thousand_character_note_is_announced_by_reference_and_kept_whole(
 
     // And the API answers a long note whole.
     app.patch_note(&board, id, json!({ "text": long })).await;
-    let current: Value = app
-        .http
-        .get(app.url(&format!("/api/boards/{board}")))
-        .send()
-        .await
-        .expect("GET board")
-        .json()
-        .await
-        .expect("board JSON");
+    let current: Value = app.get_json(&format!("/api/boards/{board}")).await;
     assert_eq!(current["notes"][0]["text"], long.as_str());
 }
 
