@@ -345,49 +345,21 @@ impl HubTask {
         if !self.boards.contains_key(&board) {
             return;
         }
-        let event = match Notice::parse(payload) {
-            Some(Notice::Change {
-                seq,
-                kind,
-                reference,
-                at,
-            }) => {
-                let data = if reference {
-                    match self.read_logged(board, seq).await {
-                        Some(data) => data,
-                        // Gone from the log (pruned or the board deleted): the streams find
-                        // the gap on the next event and catch up, or end.
-                        None => return,
-                    }
-                } else {
-                    payload.to_string()
-                };
-                HubEvent::Change {
-                    seq,
-                    kind,
-                    frame: sse::sequenced(seq, kind.as_str(), data),
-                    at,
-                }
-            }
-            Some(Notice::Presence { joined, viewer }) => {
-                let name = if joined {
-                    "presence.joined"
-                } else {
-                    "presence.left"
-                };
+        let event = match decode(&self.db, board, payload).await {
+            Decoded::Change(event) => event,
+            Decoded::Presence { viewer, frame } => {
                 // Held for the batch: a crowd arriving costs one wake-up per stream per
                 // window rather than one per viewer.
                 let batch = self.presence_batches.entry(board).or_default();
                 batch.0.push(viewer);
-                batch.1.push(sse::unsequenced(name, payload.to_string()));
+                batch.1.push(frame);
                 self.presence_window_ends
                     .get_or_insert_with(|| Instant::now() + PRESENCE_WINDOW);
                 return;
             }
-            None => {
-                log::warn!("ignoring an unreadable notification on board {board}");
-                return;
-            }
+            // Gone from the log (pruned or the board deleted): the streams find the gap
+            // on the next event and catch up, or end.
+            Decoded::Missing | Decoded::Unreadable => return,
         };
         self.send(board, &event);
     }
@@ -404,10 +376,64 @@ impl HubTask {
         });
         // An emptied board is UNLISTENed when its subscriptions' unsubscribes arrive.
     }
+}
 
-    async fn read_logged(&self, board: BoardId, seq: i64) -> Option<String> {
-        let client = self.db.client().await.ok()?;
-        events::data_of(&client, board, seq).await.ok().flatten()
+/// What one notification becomes, parsed and encoded once for every stream that gets it.
+pub(super) enum Decoded {
+    Change(HubEvent),
+    Presence {
+        viewer: Uuid,
+        frame: Bytes,
+    },
+    /// A reference whose event the log no longer holds (pruned, or the board deleted).
+    Missing,
+    Unreadable,
+}
+
+/// Parses a NOTIFY payload, reads a reference's event from the log, and encodes the
+/// frame: the one place a notification turns into bytes, in both listener modes.
+pub(super) async fn decode(db: &Database, board: BoardId, payload: &str) -> Decoded {
+    match Notice::parse(payload) {
+        Some(Notice::Change {
+            seq,
+            kind,
+            reference,
+            at,
+        }) => {
+            let data = if reference {
+                let logged = match db.client().await {
+                    Ok(client) => events::data_of(&client, board, seq).await.ok().flatten(),
+                    Err(_) => None,
+                };
+                match logged {
+                    Some(data) => data,
+                    None => return Decoded::Missing,
+                }
+            } else {
+                payload.to_string()
+            };
+            Decoded::Change(HubEvent::Change {
+                seq,
+                kind,
+                frame: sse::sequenced(seq, kind.as_str(), data),
+                at,
+            })
+        }
+        Some(Notice::Presence { joined, viewer }) => {
+            let name = if joined {
+                "presence.joined"
+            } else {
+                "presence.left"
+            };
+            Decoded::Presence {
+                viewer,
+                frame: sse::unsequenced(name, payload.to_string()),
+            }
+        }
+        None => {
+            log::warn!("ignoring an unreadable notification on board {board}");
+            Decoded::Unreadable
+        }
     }
 }
 

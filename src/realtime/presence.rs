@@ -59,10 +59,6 @@ impl Presence {
         })
     }
 
-    pub fn instance(&self) -> Uuid {
-        self.instance
-    }
-
     /// Registers the instance and starts the maintenance loop, which ends with `shutdown`
     /// and then removes the instance's row.
     pub async fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), DbError> {
@@ -111,10 +107,12 @@ impl Presence {
         // burst of opens waits in memory instead of holding every pooled connection while
         // it waits on the database (which starved REST requests and gave 503s).
         let turn = self.board_turn(board);
-        let _turn = turn.lock().await;
-        let mut client = self.db.client().await?;
-        let Some(viewers) = presence::join(&mut client, board, &viewer, self.instance).await?
-        else {
+        let joined = {
+            let _turn = turn.lock().await;
+            self.join_now(board, &viewer).await
+        };
+        self.release_turn(board, turn);
+        let Some(viewers) = joined? else {
             return Ok(None);
         };
         self.lock_local().insert(viewer.id, (board, viewer.clone()));
@@ -190,8 +188,25 @@ impl Presence {
     /// The in-process queue for one board's joins; dropped once no one waits on it.
     fn board_turn(&self, board: BoardId) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
         turns.entry(board).or_default().clone()
+    }
+
+    /// Gives the turn back, forgetting the board's queue when no one else waits in it.
+    fn release_turn(&self, board: BoardId, turn: Arc<tokio::sync::Mutex<()>>) {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        drop(turn);
+        if turns.get(&board).is_some_and(|t| Arc::strong_count(t) == 1) {
+            turns.remove(&board);
+        }
+    }
+
+    async fn join_now(
+        &self,
+        board: BoardId,
+        viewer: &Viewer,
+    ) -> Result<Option<Vec<Viewer>>, DbError> {
+        let mut client = self.db.client().await?;
+        presence::join(&mut client, board, viewer, self.instance).await
     }
 
     /// The leaves waiting for a retry, grouped by board (one transaction each).

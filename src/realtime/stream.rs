@@ -18,22 +18,17 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout},
 };
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{
     Slots,
-    hub::{HubEvent, Subscription},
+    hub::{self, Decoded, HubEvent, Subscription},
     listener::{Listener, Signal},
     presence::Presence,
     presence_list, sse,
     stats::{CloseReason, Stats},
 };
 use crate::db::{Database, boards, events};
-use crate::domain::{
-    event::{EventKind, Notice},
-    ids::BoardId,
-    viewer::Viewer,
-};
+use crate::domain::{event::EventKind, ids::BoardId, viewer::Viewer};
 
 /// Events read from the log per query during a replay or catch-up.
 const PAGE: i64 = 256;
@@ -238,54 +233,27 @@ impl StreamTask {
         self.push(presence, progress)
     }
 
-    /// A raw notification (per-stream mode): a presence change, or a change event.
+    /// A raw notification (per-stream mode): decoded as the hub does, then handled as a
+    /// hub event. A reference the log no longer holds cannot be delivered: the stream
+    /// ends and the client resumes from its last id.
     async fn on_notice(
         &mut self,
         payload: &str,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        match Notice::parse(payload) {
-            Some(Notice::Change {
-                seq,
-                kind,
-                reference,
-                at,
-            }) => {
-                if seq <= self.last_sent {
-                    return Ok(());
-                }
-                self.fill_gap(seq, progress).await?;
-                let data = if reference {
-                    self.read_logged(seq).await?
-                } else {
-                    payload.to_string()
-                };
-                let frame = sse::sequenced(seq, kind.as_str(), data);
-                self.deliver(seq, kind, frame, at, progress)
-            }
-            Some(Notice::Presence { joined, viewer }) => {
-                let name = if joined {
-                    "presence.joined"
-                } else {
-                    "presence.left"
-                };
-                self.on_presence(
-                    viewer,
-                    || sse::unsequenced(name, payload.to_string()),
-                    progress,
-                )
-            }
-            None => {
-                log::warn!(
-                    "ignoring an unreadable notification on board {}",
-                    self.board
-                );
-                Ok(())
-            }
-        }
+        let event = match hub::decode(&self.db, self.board, payload).await {
+            Decoded::Change(event) => event,
+            Decoded::Presence { viewer, frame } => HubEvent::Presence {
+                viewers: [(viewer, frame.len())].into(),
+                frames: frame,
+            },
+            Decoded::Missing => return Err(CloseReason::ListenerLost),
+            Decoded::Unreadable => return Ok(()),
+        };
+        self.on_hub_event(event, progress).await
     }
 
-    /// An event from the hub (shared mode), already parsed and encoded.
+    /// An event parsed and encoded once: by the hub (shared mode) or by `on_notice`.
     async fn on_hub_event(
         &mut self,
         event: HubEvent,
@@ -325,23 +293,6 @@ impl StreamTask {
         }
     }
 
-    /// Presence changes from before this stream's own `joined` are already in its list.
-    fn on_presence(
-        &mut self,
-        viewer: Uuid,
-        frame: impl FnOnce() -> Bytes,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
-        if viewer == self.viewer.id {
-            self.presence_synced = true;
-            return Ok(());
-        }
-        if !self.presence_synced {
-            return Ok(());
-        }
-        self.push(frame(), progress)
-    }
-
     /// An event newer than the next one expected means some were missed: read them first.
     async fn fill_gap(&mut self, seq: i64, progress: &mut Progress) -> Result<(), CloseReason> {
         if seq > self.last_sent + 1 {
@@ -370,20 +321,6 @@ impl StreamTask {
             return Err(CloseReason::BoardDeleted);
         }
         Ok(())
-    }
-
-    /// The `data` of a logged event, for notifications too large to carry it.
-    async fn read_logged(&self, seq: i64) -> Result<String, CloseReason> {
-        let client = self
-            .db
-            .client()
-            .await
-            .map_err(|_| CloseReason::ListenerLost)?;
-        events::data_of(&client, self.board, seq)
-            .await
-            .ok()
-            .flatten()
-            .ok_or(CloseReason::ListenerLost)
     }
 
     /// Sends every logged event after `last_sent` (up to `upto`, or all), waiting for the

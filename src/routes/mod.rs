@@ -154,8 +154,3 @@ fn query_config() -> web::QueryConfig {
         ApiError::Validation(format!("the query string is not valid: {err}")).into()
     })
 }
-
-/// A JSON answer with a status; the one place responses are built with a body.
-pub fn json<T: serde::Serialize>(status: actix_web::http::StatusCode, body: &T) -> HttpResponse {
-    HttpResponse::build(status).json(body)
-}

@@ -683,3 +683,46 @@ async fn curl_prints_the_snapshot_and_heartbeats_as_they_happen() {
     assert!(started.elapsed() < HEARTBEAT * 4);
     curl.kill().await.expect("curl stops");
 }
+
+#[tokio::test]
+async fn max_streams_defaults_to_what_postgres_leaves_or_ten_thousand_when_shared() {
+    let app = spawn_app_with(|s| s.max_streams = None).await;
+    let sql = app.sql().await;
+    let setting = |name: &'static str| {
+        let sql = &sql;
+        async move {
+            let row = sql
+                .query_one(&format!("SELECT current_setting('{name}')::int"), &[])
+                .await
+                .expect("setting");
+            i64::from(row.get::<_, i32>(0))
+        }
+    };
+    let expected = match app.settings.listener {
+        // The pool, the superuser reserve and a margin of 10 stay free.
+        boardcast::config::ListenerMode::PerStream => {
+            setting("max_connections").await
+                - setting("superuser_reserved_connections").await
+                - app.settings.pool_size as i64
+                - 10
+        }
+        boardcast::config::ListenerMode::Shared => 10_000,
+    };
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let max: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("boardcast_streams_max "))
+        .expect("boardcast_streams_max is exported")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(max, expected);
+}
