@@ -117,7 +117,7 @@ impl Change<'_> {
 
 /// What a listener reads from a NOTIFY payload before deciding what to do with it.
 #[derive(Debug, PartialEq)]
-pub enum Notice {
+pub enum Notification {
     /// A change event; when `reference` is set the payload is only a pointer into the log.
     Change {
         seq: i64,
@@ -131,7 +131,7 @@ pub enum Notice {
 }
 
 #[derive(Deserialize)]
-struct RawNotice {
+struct RawNotification {
     #[serde(rename = "type")]
     kind: String,
     seq: Option<i64>,
@@ -146,15 +146,15 @@ struct ViewerRef {
     id: uuid::Uuid,
 }
 
-impl Notice {
-    pub fn parse(payload: &str) -> Option<Notice> {
-        let raw: RawNotice = serde_json::from_str(payload).ok()?;
+impl Notification {
+    pub fn parse(payload: &str) -> Option<Notification> {
+        let raw: RawNotification = serde_json::from_str(payload).ok()?;
         match raw.kind.as_str() {
-            "presence.joined" | "presence.left" => Some(Notice::Presence {
+            "presence.joined" | "presence.left" => Some(Notification::Presence {
                 joined: raw.kind == "presence.joined",
                 viewer: raw.viewer?.id,
             }),
-            name => Some(Notice::Change {
+            name => Some(Notification::Change {
                 seq: raw.seq?,
                 kind: EventKind::parse(name)?,
                 reference: raw.reference,
@@ -229,26 +229,26 @@ mod tests {
         let line = Change::NoteUpdated(&n).encode(9, n.board_id, Utc::now());
         let payload = notify_payload(&line, 9, EventKind::NoteUpdated, n.board_id);
         assert!(payload.len() < NOTIFY_PAYLOAD_LIMIT);
-        let expected = Notice::Change {
+        let expected = Notification::Change {
             seq: 9,
             kind: EventKind::NoteUpdated,
             reference: true,
             at: None,
         };
-        assert_eq!(Notice::parse(&payload), Some(expected));
+        assert_eq!(Notification::parse(&payload), Some(expected));
         let at = Utc::now();
         let small = Change::NoteUpdated(&note("hi")).encode(10, n.board_id, at);
         assert_eq!(
             notify_payload(&small, 10, EventKind::NoteUpdated, n.board_id),
             small
         );
-        let expected = Notice::Change {
+        let expected = Notification::Change {
             seq: 10,
             kind: EventKind::NoteUpdated,
             reference: false,
             at: Some(at),
         };
-        assert_eq!(Notice::parse(&small), Some(expected));
+        assert_eq!(Notification::parse(&small), Some(expected));
     }
 
     #[test]
@@ -259,12 +259,12 @@ mod tests {
             since: Utc::now(),
         };
         let payload = crate::domain::viewer::presence_payload(false, &viewer);
-        let expected = Notice::Presence {
+        let expected = Notification::Presence {
             joined: false,
             viewer: viewer.id,
         };
-        assert_eq!(Notice::parse(&payload), Some(expected));
-        assert_eq!(Notice::parse("{\"type\":\"note.created\"}"), None);
-        assert_eq!(Notice::parse("not json"), None);
+        assert_eq!(Notification::parse(&payload), Some(expected));
+        assert_eq!(Notification::parse("{\"type\":\"note.created\"}"), None);
+        assert_eq!(Notification::parse("not json"), None);
     }
 }

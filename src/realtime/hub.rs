@@ -21,7 +21,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use tokio::{
     sync::{
         mpsc::{self, error::TrySendError},
@@ -33,44 +32,20 @@ use uuid::Uuid;
 
 use super::{
     QUEUE_LIMIT,
-    listener::{self, Listener, Signal},
+    listener::{self, Listener, ListenerEvent},
+    notification::{Decoded, Delivery, decode},
     presence::Presence,
-    presence_list, sse,
+    presence_list,
     stats::Stats,
 };
-use crate::db::{Database, DbError, events};
-use crate::domain::{
-    event::{EventKind, Notice},
-    ids::BoardId,
-};
-
-/// What the hub hands a stream: frames encoded once, shared by every stream of the board.
-#[derive(Clone, Debug)]
-pub enum HubEvent {
-    Change {
-        seq: i64,
-        kind: EventKind,
-        frame: Bytes,
-        /// When the write happened, for the delivery latency.
-        at: Option<DateTime<Utc>>,
-    },
-    /// Presence changes of one board gathered over a short window, in order: `frames` is
-    /// every `presence.joined` / `presence.left` frame joined into one `Bytes`, and
-    /// `viewers` names each frame's viewer with the offset where its frame ends.
-    Presence {
-        viewers: Arc<[(Uuid, usize)]>,
-        frames: Bytes,
-    },
-    /// The listener was lost and is back: notifications may be missing, so catch up from
-    /// the log; `presence` is the board's viewer list as it is now.
-    Resync { presence: Bytes },
-}
+use crate::db::{Database, DbError};
+use crate::domain::ids::BoardId;
 
 enum Command {
     Subscribe {
         board: BoardId,
         id: u64,
-        tx: mpsc::Sender<HubEvent>,
+        tx: mpsc::Sender<Delivery>,
         ready: oneshot::Sender<Result<(), DbError>>,
     },
     Unsubscribe {
@@ -88,7 +63,7 @@ pub struct Hub {
 
 /// A stream's place in the fan-out; leaving it (drop) unsubscribes.
 pub struct Subscription {
-    pub events: mpsc::Receiver<HubEvent>,
+    pub events: mpsc::Receiver<Delivery>,
     board: BoardId,
     id: u64,
     commands: mpsc::UnboundedSender<Command>,
@@ -176,7 +151,7 @@ struct HubTask {
     /// oldest window ends.
     presence_batches: HashMap<BoardId, (Vec<Uuid>, Vec<Bytes>)>,
     presence_window_ends: Option<Instant>,
-    boards: HashMap<BoardId, Vec<(u64, mpsc::Sender<HubEvent>)>>,
+    boards: HashMap<BoardId, Vec<(u64, mpsc::Sender<Delivery>)>>,
     ping_every: Duration,
 }
 
@@ -195,8 +170,8 @@ impl HubTask {
                     None => break,
                 },
                 signal = next_signal(&mut self.listener) => match signal {
-                    Signal::Notice { channel, payload } => self.fan_out(&channel, &payload).await,
-                    Signal::Lost(why) => {
+                    ListenerEvent::Notification { channel, payload } => self.fan_out(&channel, &payload).await,
+                    ListenerEvent::Lost(why) => {
                         log::warn!("shared listener lost ({why}); reconnecting");
                         self.lose();
                         reconnect_at = Some(Instant::now());
@@ -247,7 +222,7 @@ impl HubTask {
                 joined.extend_from_slice(frame);
                 ends.push((viewer, joined.len()));
             }
-            let event = HubEvent::Presence {
+            let event = Delivery::Presence {
                 viewers: ends.into(),
                 frames: joined.freeze(),
             };
@@ -285,7 +260,7 @@ impl HubTask {
                 Ok(viewers) => presence_list(&viewers),
                 Err(_) => continue,
             };
-            self.send(board, &HubEvent::Resync { presence });
+            self.send(board, &Delivery::Resync { presence });
         }
         Ok(())
     }
@@ -322,7 +297,7 @@ impl HubTask {
         &mut self,
         board: BoardId,
         id: u64,
-        tx: mpsc::Sender<HubEvent>,
+        tx: mpsc::Sender<Delivery>,
     ) -> Result<(), DbError> {
         let Some(listener) = &self.listener else {
             return Err(DbError::Unavailable(
@@ -357,16 +332,16 @@ impl HubTask {
                     .get_or_insert_with(|| Instant::now() + PRESENCE_WINDOW);
                 return;
             }
-            // Gone from the log (pruned or the board deleted): the streams find the gap
-            // on the next event and catch up, or end.
-            Decoded::Missing | Decoded::Unreadable => return,
+            // Gone from the log (pruned or the board deleted) or unreadable for now: the
+            // streams find the gap on the next event and catch up, or end.
+            Decoded::Missing | Decoded::Unavailable | Decoded::Unreadable => return,
         };
         self.send(board, &event);
     }
 
     /// Offers `event` to every stream of `board`; a stream whose queue is full or closed
     /// leaves the fan-out (dropping its sender ends its subscription).
-    fn send(&mut self, board: BoardId, event: &HubEvent) {
+    fn send(&mut self, board: BoardId, event: &Delivery) {
         let Some(streams) = self.boards.get_mut(&board) else {
             return;
         };
@@ -378,66 +353,7 @@ impl HubTask {
     }
 }
 
-/// What one notification becomes, parsed and encoded once for every stream that gets it.
-pub(super) enum Decoded {
-    Change(HubEvent),
-    Presence {
-        viewer: Uuid,
-        frame: Bytes,
-    },
-    /// A reference whose event the log no longer holds (pruned, or the board deleted).
-    Missing,
-    Unreadable,
-}
-
-/// Parses a NOTIFY payload, reads a reference's event from the log, and encodes the
-/// frame: the one place a notification turns into bytes, in both listener modes.
-pub(super) async fn decode(db: &Database, board: BoardId, payload: &str) -> Decoded {
-    match Notice::parse(payload) {
-        Some(Notice::Change {
-            seq,
-            kind,
-            reference,
-            at,
-        }) => {
-            let data = if reference {
-                let logged = match db.client().await {
-                    Ok(client) => events::data_of(&client, board, seq).await.ok().flatten(),
-                    Err(_) => None,
-                };
-                match logged {
-                    Some(data) => data,
-                    None => return Decoded::Missing,
-                }
-            } else {
-                payload.to_string()
-            };
-            Decoded::Change(HubEvent::Change {
-                seq,
-                kind,
-                frame: sse::sequenced(seq, kind.as_str(), data),
-                at,
-            })
-        }
-        Some(Notice::Presence { joined, viewer }) => {
-            let name = if joined {
-                "presence.joined"
-            } else {
-                "presence.left"
-            };
-            Decoded::Presence {
-                viewer,
-                frame: sse::unsequenced(name, payload.to_string()),
-            }
-        }
-        None => {
-            log::warn!("ignoring an unreadable notification on board {board}");
-            Decoded::Unreadable
-        }
-    }
-}
-
-async fn next_signal(listener: &mut Option<Listener>) -> Signal {
+async fn next_signal(listener: &mut Option<Listener>) -> ListenerEvent {
     match listener {
         Some(listener) => listener.recv().await,
         None => std::future::pending().await,

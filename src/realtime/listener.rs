@@ -18,16 +18,16 @@ pub const LISTENER_APPLICATION: &str = "listener";
 
 /// What the connection's driver reports.
 #[derive(Debug)]
-pub enum Signal {
+pub enum ListenerEvent {
     /// A NOTIFY payload on one of the listened channels.
-    Notice { channel: String, payload: String },
+    Notification { channel: String, payload: String },
     /// The connection is gone; notifications from now on are lost until a new LISTEN.
     Lost(String),
 }
 
 pub struct Listener {
     client: Client,
-    signals: mpsc::UnboundedReceiver<Signal>,
+    events: mpsc::UnboundedReceiver<ListenerEvent>,
 }
 
 /// Identifiers cannot be bound as parameters: quote, doubling any quote inside.
@@ -46,27 +46,38 @@ impl Listener {
     /// Connects; LISTENs on nothing yet.
     pub async fn connect(db: &Database) -> Result<Listener, DbError> {
         let (client, mut connection) = db.connect_dedicated(LISTENER_APPLICATION).await?;
-        let (tx, signals) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::unbounded_channel();
         // The driver must be polled for queries to run and notifications to arrive.
         tokio::spawn(async move {
             let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
             loop {
-                let signal = match messages.next().await {
-                    Some(Ok(AsyncMessage::Notification(n))) => Signal::Notice {
+                let event = match messages.next().await {
+                    Some(Ok(AsyncMessage::Notification(n))) => ListenerEvent::Notification {
                         channel: n.channel().to_string(),
                         payload: n.payload().to_string(),
                     },
+                    // A server notice (a warning, a deprecation, a shutdown announcement)
+                    // is not a NOTIFY: worth a line when debugging, nothing to deliver.
+                    Some(Ok(AsyncMessage::Notice(notice))) => {
+                        log::debug!(
+                            "PostgreSQL notice on a listener connection: {} {}: {}",
+                            notice.severity(),
+                            notice.code().code(),
+                            notice.message()
+                        );
+                        continue;
+                    }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => Signal::Lost(e.to_string()),
-                    None => Signal::Lost("connection closed".into()),
+                    Some(Err(e)) => ListenerEvent::Lost(e.to_string()),
+                    None => ListenerEvent::Lost("connection closed".into()),
                 };
-                let last = matches!(signal, Signal::Lost(_));
-                if tx.send(signal).is_err() || last {
+                let last = matches!(event, ListenerEvent::Lost(_));
+                if tx.send(event).is_err() || last {
                     break;
                 }
             }
         });
-        Ok(Listener { client, signals })
+        Ok(Listener { client, events })
     }
 
     /// Connects and LISTENs on one board's channel; returns only once LISTEN has
@@ -98,11 +109,11 @@ impl Listener {
     }
 
     /// The next notification or the news that the connection is gone.
-    pub async fn recv(&mut self) -> Signal {
-        self.signals
+    pub async fn recv(&mut self) -> ListenerEvent {
+        self.events
             .recv()
             .await
-            .unwrap_or_else(|| Signal::Lost("listener driver ended".into()))
+            .unwrap_or_else(|| ListenerEvent::Lost("listener driver ended".into()))
     }
 
     /// Whether the backend answers within `limit`. A hung backend (stopped, or behind a

@@ -4,6 +4,7 @@
 
 pub mod hub;
 pub mod listener;
+pub mod notification;
 pub mod presence;
 pub mod sse;
 pub mod stats;

@@ -12,18 +12,27 @@ pub enum CloseReason {
     Shutdown,
     BoardDeleted,
     TokenExpired,
-    /// The events could not be recovered after the listener connection died.
+    /// The listener connection died and the events it missed are no longer in the log
+    /// (pruned past `EVENT_RETENTION` while it reconnected).
     ListenerLost,
+    /// The database could not serve the stream's reads: the pool had no connection to
+    /// give, or a query failed.
+    DatabaseUnavailable,
+    /// The stream needed events the log no longer holds: pruned past `EVENT_RETENTION`, or
+    /// a reference to an event already pruned.
+    HistoryGone,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::ClientGone,
         CloseReason::Slow,
         CloseReason::Shutdown,
         CloseReason::BoardDeleted,
         CloseReason::TokenExpired,
         CloseReason::ListenerLost,
+        CloseReason::DatabaseUnavailable,
+        CloseReason::HistoryGone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +43,8 @@ impl CloseReason {
             CloseReason::BoardDeleted => "board_deleted",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::ListenerLost => "listener_lost",
+            CloseReason::DatabaseUnavailable => "database_unavailable",
+            CloseReason::HistoryGone => "history_gone",
         }
     }
 
@@ -49,7 +60,7 @@ impl CloseReason {
 pub struct Stats {
     open: AtomicI64,
     opened: AtomicU64,
-    closed: [AtomicU64; 6],
+    closed: [AtomicU64; CloseReason::ALL.len()],
     delivered: AtomicU64,
     replayed: AtomicU64,
     snapshots: AtomicU64,

@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Slots,
-    hub::{self, Decoded, HubEvent, Subscription},
-    listener::{Listener, Signal},
+    hub::Subscription,
+    listener::{Listener, ListenerEvent},
+    notification::{self, Decoded, Delivery},
     presence::Presence,
     presence_list, sse,
     stats::{CloseReason, Stats},
 };
-use crate::db::{Database, boards, events};
+use crate::db::{Database, DbError, boards, events};
 use crate::domain::{event::EventKind, ids::BoardId, viewer::Viewer};
 
 /// Events read from the log per query during a replay or catch-up.
@@ -49,10 +50,10 @@ pub(super) enum Source {
 
 /// One thing that arrived from the source.
 enum Incoming {
-    /// A raw NOTIFY payload (per-stream mode): parsed and encoded here.
-    Notice(String),
-    /// An event parsed and encoded once by the hub (shared mode).
-    Event(HubEvent),
+    /// A raw NOTIFY payload (per-stream mode): decoded here.
+    Notification(String),
+    /// A notification decoded once by the hub for every stream of the board (shared mode).
+    Delivery(Delivery),
     /// The dedicated connection died.
     Lost(String),
     /// The hub dropped this stream: its queue was full.
@@ -157,8 +158,8 @@ impl StreamTask {
                     return Err(CloseReason::TokenExpired);
                 }
                 incoming = next_incoming(&mut self.source) => match incoming {
-                    Incoming::Notice(payload) => self.on_notice(&payload, progress).await?,
-                    Incoming::Event(event) => self.on_hub_event(event, progress).await?,
+                    Incoming::Notification(payload) => self.on_notification(&payload, progress).await?,
+                    Incoming::Delivery(delivery) => self.on_delivery(delivery, progress).await?,
                     Incoming::Dropped => return Err(CloseReason::Slow),
                     Incoming::Lost(why) => {
                         log::warn!("listener for board {} lost ({why}); re-listening", self.board);
@@ -216,51 +217,56 @@ impl StreamTask {
             .presence
             .list(self.board)
             .await
-            .map_err(|_| CloseReason::ListenerLost)?;
+            .map_err(|_| CloseReason::DatabaseUnavailable)?;
         Ok(presence_list(&viewers))
     }
 
     /// After the listener was lost: the events it missed come from the log, and the
-    /// presence list is sent whole, since presence notifications were lost too.
+    /// presence list is sent whole, since presence notifications were lost too. Events
+    /// pruned from the log meanwhile were lost with the listener: `listener_lost`.
     async fn resync(
         &mut self,
         presence: Bytes,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        let caught_up = Box::pin(self.catch_up(None, progress)).await?;
+        let caught_up =
+            Box::pin(self.catch_up(None, progress))
+                .await
+                .map_err(|reason| match reason {
+                    CloseReason::HistoryGone => CloseReason::ListenerLost,
+                    other => other,
+                })?;
         self.stats.replayed(caught_up);
         self.presence_synced = true;
         self.push(presence, progress)
     }
 
-    /// A raw notification (per-stream mode): decoded as the hub does, then handled as a
-    /// hub event. A reference the log no longer holds cannot be delivered: the stream
-    /// ends and the client resumes from its last id.
-    async fn on_notice(
+    /// A raw notification (per-stream mode): decoded as the hub does, then delivered. A
+    /// reference the log no longer holds, or cannot be read now, cannot be delivered: the
+    /// stream ends and the client resumes from its last id.
+    async fn on_notification(
         &mut self,
         payload: &str,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        let event = match hub::decode(&self.db, self.board, payload).await {
-            Decoded::Change(event) => event,
-            Decoded::Presence { viewer, frame } => HubEvent::Presence {
-                viewers: [(viewer, frame.len())].into(),
-                frames: frame,
-            },
-            Decoded::Missing => return Err(CloseReason::ListenerLost),
+        let delivery = match notification::decode(&self.db, self.board, payload).await {
+            Decoded::Change(delivery) => delivery,
+            Decoded::Presence { viewer, frame } => Delivery::presence(viewer, frame),
+            Decoded::Missing => return Err(CloseReason::HistoryGone),
+            Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
             Decoded::Unreadable => return Ok(()),
         };
-        self.on_hub_event(event, progress).await
+        self.on_delivery(delivery, progress).await
     }
 
-    /// An event parsed and encoded once: by the hub (shared mode) or by `on_notice`.
-    async fn on_hub_event(
+    /// A notification decoded once: by the hub (shared mode) or by `on_notification`.
+    async fn on_delivery(
         &mut self,
-        event: HubEvent,
+        delivery: Delivery,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        match event {
-            HubEvent::Change {
+        match delivery {
+            Delivery::Change {
                 seq,
                 kind,
                 frame,
@@ -272,7 +278,7 @@ impl StreamTask {
                 self.fill_gap(seq, progress).await?;
                 self.deliver(seq, kind, frame, at, progress)
             }
-            HubEvent::Presence { viewers, frames } => {
+            Delivery::Presence { viewers, frames } => {
                 let own = viewers.iter().find(|(viewer, _)| *viewer == self.viewer.id);
                 match (own, self.presence_synced) {
                     (None, true) => self.push(frames, progress),
@@ -289,7 +295,7 @@ impl StreamTask {
                     }
                 }
             }
-            HubEvent::Resync { presence } => self.resync(presence, progress).await,
+            Delivery::Resync { presence } => self.resync(presence, progress).await,
         }
     }
 
@@ -325,7 +331,9 @@ impl StreamTask {
 
     /// Sends every logged event after `last_sent` (up to `upto`, or all), waiting for the
     /// client to take them. A gap in the log (pruned past retention, or the board deleted)
-    /// ends the stream, so the client reconnects and gets a fresh snapshot or a 404.
+    /// ends the stream as `history_gone`, so the client reconnects and gets a fresh
+    /// snapshot or a 404; a database that does not answer ends it as
+    /// `database_unavailable`.
     async fn catch_up(
         &mut self,
         upto: Option<i64>,
@@ -335,27 +343,27 @@ impl StreamTask {
         let mut count = 0;
         loop {
             let page = {
-                let client = self
-                    .db
-                    .client()
-                    .await
-                    .map_err(|_| CloseReason::ListenerLost)?;
+                let unavailable = |e: DbError| {
+                    log::warn!("catching up board {} failed: {e}", self.board);
+                    CloseReason::DatabaseUnavailable
+                };
+                let client = self.db.client().await.map_err(unavailable)?;
                 if upto.is_none()
                     && boards::find(&client, self.board)
                         .await
-                        .map_err(|_| CloseReason::ListenerLost)?
+                        .map_err(unavailable)?
                         .is_none()
                 {
                     return Err(CloseReason::BoardDeleted);
                 }
                 events::range(&client, self.board, self.last_sent, limit, PAGE)
                     .await
-                    .map_err(|_| CloseReason::ListenerLost)?
+                    .map_err(unavailable)?
             };
             let full_page = page.len() as i64 == PAGE;
             for event in page {
                 if event.seq != self.last_sent + 1 {
-                    return Err(CloseReason::ListenerLost);
+                    return Err(CloseReason::HistoryGone);
                 }
                 let frame = sse::sequenced(event.seq, event.kind.as_str(), event.data);
                 self.push_waiting(frame, progress).await?;
@@ -367,7 +375,7 @@ impl StreamTask {
             }
         }
         if upto.is_some_and(|upto| self.last_sent < upto) {
-            return Err(CloseReason::ListenerLost);
+            return Err(CloseReason::HistoryGone);
         }
         self.stats.delivered(count);
         Ok(count)
@@ -428,12 +436,12 @@ impl Progress {
 async fn next_incoming(source: &mut Source) -> Incoming {
     match source {
         Source::Dedicated(Some(listener)) => match listener.recv().await {
-            Signal::Notice { payload, .. } => Incoming::Notice(payload),
-            Signal::Lost(why) => Incoming::Lost(why),
+            ListenerEvent::Notification { payload, .. } => Incoming::Notification(payload),
+            ListenerEvent::Lost(why) => Incoming::Lost(why),
         },
         Source::Dedicated(None) => std::future::pending().await,
         Source::Shared(subscription) => match subscription.events.recv().await {
-            Some(event) => Incoming::Event(event),
+            Some(delivery) => Incoming::Delivery(delivery),
             None => Incoming::Dropped,
         },
     }

@@ -182,6 +182,9 @@ async fn metrics_parse_as_prometheus_text_and_name_every_contract_metric() {
         "shutdown",
         "board_deleted",
         "token_expired",
+        "listener_lost",
+        "database_unavailable",
+        "history_gone",
     ] {
         assert_eq!(
             metrics.get("boardcast_streams_closed_total", &[("reason", reason)]),
