@@ -1,0 +1,235 @@
+//! The server under test: `boardcast migrate` then `boardcast serve` on a fresh database
+//! and a free loopback port, its REST calls, and its graceful stop.
+
+use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::{
+    process::{Child, Command},
+    time::{Instant, sleep, timeout},
+};
+
+use crate::{Ctx, Res, WRITERS, clock::log};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Shared,
+    PerStream,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Shared => "shared",
+            Mode::PerStream => "per-stream",
+        }
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub db: String,
+    pub log: PathBuf,
+    pub http: reqwest::Client,
+}
+
+pub fn free_port() -> Res<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn log_file(path: &PathBuf) -> Res<Stdio> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Stdio::from(f))
+}
+
+pub fn server_command(bin: &PathBuf, url: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        // Anything the caller's environment might set that changes what is measured.
+        .env_remove("JWT_SECRET")
+        .env_remove("WEB_CONCURRENCY")
+        .env_remove("CORS_ORIGINS")
+        .env_remove("TRUST_PROXY")
+        .env_remove("DYNO")
+        .env_remove("EVENT_RETENTION")
+        .env_remove("SHUTDOWN_GRACE")
+        .kill_on_drop(true);
+    cmd
+}
+
+impl Server {
+    pub async fn start(ctx: &Ctx, label: &str, mode: Mode, heartbeat: &str) -> Res<Server> {
+        let db = format!("bench_{label}").replace(['-', '.'], "_");
+        let url = ctx.cluster.fresh_db(&db).await?;
+        let log = ctx.log_dir.join(format!("{label}.log"));
+        let _ = std::fs::remove_file(&log);
+        let status = server_command(&ctx.bin, &url)
+            .arg("migrate")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .status()
+            .await?;
+        if !status.success() {
+            return Err(
+                format!("boardcast migrate failed ({status}); see {}", log.display()).into(),
+            );
+        }
+        let port = free_port()?;
+        let child = server_command(&ctx.bin, &url)
+            .arg("serve")
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("LISTENER", mode.as_str())
+            .env("MAX_STREAMS", "20000")
+            .env("MAX_STREAMS_PER_CLIENT", "20000")
+            .env("WRITE_RATE_LIMIT", "0")
+            .env("HEARTBEAT_INTERVAL", heartbeat)
+            .env("DATABASE_POOL_SIZE", "10")
+            .stdout(log_file(&log)?)
+            .stderr(log_file(&log)?)
+            .spawn()?;
+        let pid = child.id().ok_or("server exited at once")?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(WRITERS * 2)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut server = Server {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            base: format!("http://127.0.0.1:{port}"),
+            db,
+            log,
+            http,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let tail = std::fs::read_to_string(&server.log).unwrap_or_default();
+                return Err(format!("server exited ({status}) at start:\n{tail}").into());
+            }
+            let ok = server
+                .http
+                .get(format!("{}/healthz", server.base))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err("server did not answer /healthz within 30 s".into());
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    pub async fn create_board(&self) -> Res<String> {
+        let r = self
+            .http
+            .post(format!("{}/api/boards", self.base))
+            .json(&json!({ "title": "bench" }))
+            .send()
+            .await?;
+        if r.status().as_u16() != 201 {
+            return Err(format!("create board: {}", r.status()).into());
+        }
+        let v: Value = r.json().await?;
+        Ok(v["id"].as_str().ok_or("board without id")?.to_string())
+    }
+
+    /// POSTs one note; returns the status.
+    pub async fn post_note(&self, board: &str, k: usize) -> Res<u16> {
+        let r = self
+            .http
+            .post(format!("{}/api/boards/{board}/notes", self.base))
+            .json(&json!({ "text": format!("bench note {k}"), "x": 10.0, "y": 20.0 }))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        // Read the body so the connection goes back to the pool.
+        let _ = r.bytes().await;
+        Ok(status)
+    }
+
+    pub async fn board_seq(&self, board: &str) -> Res<i64> {
+        let v: Value = self
+            .http
+            .get(format!("{}/api/boards/{board}", self.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["seq"].as_i64().ok_or_else(|| "board without seq".into())
+    }
+
+    /// `boardcast_streams_closed_total` by reason and `boardcast_streams_open`, from /metrics.
+    pub async fn stream_counts(&self) -> String {
+        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+            return "metrics unavailable".into();
+        };
+        let text = r.text().await.unwrap_or_default();
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = line.rsplit_once(' ').unwrap_or((line, ""));
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if name == "boardcast_streams_open" {
+                let _ = write!(out, "open {value} ");
+            } else if let Some(labels) = name.strip_prefix("boardcast_streams_closed_total")
+                && value > 0.0
+            {
+                let reason = labels.split('"').nth(1).unwrap_or(labels).to_string();
+                let _ = write!(out, "closed[{reason}] {value} ");
+            }
+        }
+        out.trim_end().to_string()
+    }
+
+    pub fn warnings(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .count()
+    }
+
+    /// SIGTERM, up to 15 s for a graceful exit, then SIGKILL; drops the database.
+    pub async fn stop(mut self, ctx: &Ctx) {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .await;
+        match timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(Ok(status)) => log(format!(
+                "server {} stopped: {status} after {:.1} s; {} warning/error lines in {}",
+                self.pid,
+                started.elapsed().as_secs_f64(),
+                self.warnings(),
+                self.log.display()
+            )),
+            _ => {
+                log(format!(
+                    "server {} did not stop in 15 s; killing it",
+                    self.pid
+                ));
+                let _ = self.child.kill().await;
+            }
+        }
+        ctx.cluster.drop_db(&self.db).await;
+    }
+}
