@@ -52,6 +52,8 @@ pub struct Settings {
     pub pool_size: usize,
     pub heartbeat: Duration,
     pub listener: ListenerMode,
+    /// Whether `LISTENER` was set (the start line says why the mode is what it is).
+    pub listener_from_env: bool,
     /// `None`: derived at start (per-stream: from `max_connections`; shared: 10,000).
     pub max_streams: Option<usize>,
     pub max_streams_per_client: usize,
@@ -192,6 +194,7 @@ impl Settings {
             pool_size,
             heartbeat,
             listener,
+            listener_from_env: get("LISTENER").is_some(),
             max_streams,
             max_streams_per_client,
             event_retention,

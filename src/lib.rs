@@ -4,6 +4,7 @@
 //! I/O and no handler writes SQL.
 
 pub mod auth;
+pub mod capacity;
 pub mod config;
 pub mod db;
 pub mod domain;

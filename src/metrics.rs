@@ -18,10 +18,13 @@ use actix_web::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet, text},
-    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
+    metrics::{
+        counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge, info::Info,
+    },
     registry::{Registry, Unit},
 };
 
+use crate::capacity::StreamBudget;
 use crate::db::Database;
 use crate::realtime::{CloseReason, Stats};
 
@@ -51,9 +54,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `max_streams` is the cap on open streams this process was started with.
-    pub fn new(stats: Arc<Stats>, db: Database, max_streams: usize) -> Metrics {
+    /// `budget` is the listener mode and the cap on open streams this process started with.
+    pub fn new(stats: Arc<Stats>, db: Database, budget: &StreamBudget) -> Metrics {
         let mut registry = Registry::with_prefix(PREFIX);
+        // So an operator sees the mode and where the cap comes from without reading logs.
+        registry.register(
+            "listener",
+            "The listener mode (LISTENER) and where boardcast_streams_max comes from: \
+             MAX_STREAMS, shared_default, or connections (per-stream: what the database leaves)",
+            Info::new(vec![
+                ("mode", budget.mode.as_str()),
+                ("streams_max_from", budget.source.as_str()),
+            ]),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -63,7 +76,7 @@ impl Metrics {
         registry.register_collector(Box::new(Machinery {
             stats,
             db: db.clone(),
-            max_streams,
+            max_streams: budget.max_streams,
         }));
         Metrics {
             registry,
@@ -179,7 +192,8 @@ impl Collector for Machinery {
         gauge(
             &mut encoder,
             "streams_max",
-            "The most event streams this process accepts (MAX_STREAMS).",
+            "The most event streams this process accepts (MAX_STREAMS, or derived at start: \
+             see boardcast_listener_info).",
             self.max_streams as i64,
         )?;
         counter(

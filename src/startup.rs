@@ -6,14 +6,13 @@ use std::{net::TcpListener, sync::Arc, time::Duration};
 use actix_web::{App, HttpServer, dev::Server, middleware, rt::net::TcpStream, web};
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::{ConnectionLimits, StreamBudget};
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, migrations};
 use crate::metrics::{self, Metrics};
 use crate::realtime::{Live, LiveSettings, Stats, hub::Hub, presence::Presence};
 use crate::routes::{self, AppState};
 
-/// Connections left free in per-stream mode for other instances, `migrate` and operators.
-const CONNECTION_RESERVE: usize = 10;
 /// Above Heroku Router 2.0's 90 s idle timeout for router-to-dyno connections, so the
 /// router never reuses a connection the server has just closed (H18/H13 noise).
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(100);
@@ -56,15 +55,23 @@ impl Application {
         if current < needed {
             return Err(StartError::SchemaBehind { current, needed });
         }
-        let max_streams = match settings.max_streams {
-            Some(n) => n,
-            None => default_max_streams(&settings, &client).await?,
+        // Per-stream mode needs the database's limits even with MAX_STREAMS set, to warn
+        // when the number asked for cannot be opened.
+        let limits = match settings.listener {
+            ListenerMode::PerStream => Some(
+                ConnectionLimits::read(&client)
+                    .await
+                    .map_err(StartError::Database)?,
+            ),
+            ListenerMode::Shared => None,
         };
+        let budget = StreamBudget::decide(&settings, limits);
+        let max_streams = budget.max_streams;
         drop(client);
 
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
-        let metrics = web::Data::new(Metrics::new(stats.clone(), db.clone(), max_streams));
+        let metrics = web::Data::new(Metrics::new(stats.clone(), db.clone(), &budget));
         let presence = Presence::new(db.clone(), settings.heartbeat);
         presence
             .start(shutdown.clone())
@@ -94,10 +101,13 @@ impl Application {
             hub,
         );
         log::info!(
-            "listener mode {}, at most {max_streams} streams, heartbeat every {:?}",
-            settings.listener.as_str(),
+            "{}; heartbeat every {:?}",
+            budget.summary(),
             settings.heartbeat
         );
+        if let Some(warning) = budget.warning() {
+            log::warn!("{warning}");
+        }
         if settings.jwt_secret.is_none() {
             log::warn!(
                 "AUTH IS OFF: JWT_SECRET is not set, so anyone who can reach this server can read and write every board"
@@ -185,34 +195,6 @@ impl Application {
         self.presence.stop().await;
         result
     }
-}
-
-/// Per-stream mode holds one connection per stream: leave room in `max_connections` for
-/// the pool, the superuser reserve and a margin for other instances and operators.
-async fn default_max_streams(
-    settings: &Settings,
-    client: &tokio_postgres::Client,
-) -> Result<usize, StartError> {
-    if settings.listener == ListenerMode::Shared {
-        return Ok(crate::config::DEFAULT_SHARED_MAX_STREAMS);
-    }
-    let read = |name: &'static str| async move {
-        let row = client
-            .query_one(&format!("SELECT current_setting('{name}')::int"), &[])
-            .await
-            .map_err(|e| StartError::Database(format!("cannot read {name}: {e}")))?;
-        Ok::<usize, StartError>(row.get::<_, i32>(0).max(0) as usize)
-    };
-    let max = read("max_connections").await?;
-    let reserved = read("superuser_reserved_connections").await?;
-    let free = max.saturating_sub(reserved + settings.pool_size + CONNECTION_RESERVE);
-    if free == 0 {
-        log::warn!(
-            "max_connections={max} leaves no room for per-stream listeners after the pool ({}) and reserve; allowing 1 stream. Use LISTENER=shared or set MAX_STREAMS.",
-            settings.pool_size
-        );
-    }
-    Ok(free.max(1))
 }
 
 /// Bounds how long a vanished peer (no FIN, no RST) keeps a stream: unacknowledged

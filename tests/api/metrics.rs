@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use boardcast::config::ListenerMode;
+
+use crate::helpers::{
+    ServerProcess, TestApp, base_settings, create_database, eventually, listener_mode, spawn_app,
+};
 
 /// One scrape, parsed.
 struct Metrics {
@@ -356,4 +360,90 @@ async fn http_requests_are_counted_by_route_pattern_and_status_never_by_raw_path
         1.0
     );
     app.stop().await;
+}
+
+/// The real binary on a database capped at 20 connections (Heroku essential-0's size):
+/// one start line names the mode, the cap and where it comes from; per-stream mode warns
+/// with this database's numbers; `/metrics` shows the same budget.
+#[tokio::test]
+async fn the_start_line_and_metrics_show_the_stream_budget_of_a_20_connection_database() {
+    let db_name = create_database().await;
+    let (admin, connection) = base_settings()
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connects to the admin database");
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db_name} CONNECTION LIMIT 20"))
+        .await
+        .expect("caps the test database");
+    let server = ServerProcess::start(&db_name, &[("DATABASE_POOL_SIZE", "10")]).await;
+    let log = server.log_text();
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("listener mode "))
+        .collect();
+    assert_eq!(starts.len(), 1, "one start line:\n{log}");
+    let mode = listener_mode().as_str();
+    let (max, from) = match listener_mode() {
+        ListenerMode::PerStream => {
+            assert!(
+                starts[0].contains(
+                    "listener mode per-stream (LISTENER=per-stream), at most 1 streams \
+                     (one connection each: the database's CONNECTION LIMIT 20 leaves 20, \
+                     less DATABASE_POOL_SIZE=10 and a reserve of 10)"
+                ),
+                "{}",
+                starts[0]
+            );
+            let warning = log
+                .lines()
+                .find(|l| l.contains("WARN") && l.contains("per-stream mode can serve only"))
+                .unwrap_or_else(|| panic!("a warning:\n{log}"));
+            assert!(warning.contains("Set LISTENER=shared"), "{warning}");
+            assert!(warning.contains("MAX_STREAMS to at most 8"), "{warning}");
+            (1.0, "connections")
+        }
+        ListenerMode::Shared => {
+            assert!(
+                starts[0].contains(
+                    "listener mode shared (LISTENER=shared), at most 10000 streams \
+                     (shared mode's default"
+                ),
+                "{}",
+                starts[0]
+            );
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains("WARN") && l.contains("MAX_STREAMS")),
+                "no budget warning in shared mode:\n{log}"
+            );
+            (10_000.0, "shared_default")
+        }
+    };
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let lines = read_strictly(&text);
+    let sample = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(sample("boardcast_streams_max").value, max);
+    let info = sample("boardcast_listener_info");
+    assert_eq!(info.value, 1.0);
+    assert_eq!(
+        info.labels,
+        [
+            ("mode".to_string(), mode.to_string()),
+            ("streams_max_from".to_string(), from.to_string())
+        ]
+    );
+    assert!(text.contains("# TYPE boardcast_listener info"), "{text}");
 }
