@@ -47,16 +47,22 @@ pub fn base_settings() -> Settings {
     settings
 }
 
-/// A fresh database with the schema applied; returns its name.
-pub async fn create_database() -> String {
-    let settings = base_settings();
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    let (admin, connection) = settings
+/// A connection to the cluster's own database (`DATABASE_URL`), for DDL on test databases.
+pub async fn admin_client() -> tokio_postgres::Client {
+    let (admin, connection) = base_settings()
         .database
         .connect(tokio_postgres::NoTls)
         .await
         .expect("connects to the admin database");
     tokio::spawn(connection);
+    admin
+}
+
+/// A fresh database with the schema applied; returns its name.
+pub async fn create_database() -> String {
+    let settings = base_settings();
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let admin = admin_client().await;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await

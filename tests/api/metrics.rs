@@ -7,7 +7,7 @@ use prometheus_parse::{Scrape, Value};
 use boardcast::config::ListenerMode;
 
 use crate::helpers::{
-    ServerProcess, TestApp, base_settings, create_database, eventually, listener_mode, spawn_app,
+    ServerProcess, TestApp, admin_client, create_database, eventually, listener_mode, spawn_app,
 };
 
 /// One scrape, parsed.
@@ -368,12 +368,7 @@ async fn http_requests_are_counted_by_route_pattern_and_status_never_by_raw_path
 #[tokio::test]
 async fn the_start_line_and_metrics_show_the_stream_budget_of_a_20_connection_database() {
     let db_name = create_database().await;
-    let (admin, connection) = base_settings()
-        .database
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connects to the admin database");
-    tokio::spawn(connection);
+    let admin = admin_client().await;
     admin
         .batch_execute(&format!("ALTER DATABASE {db_name} CONNECTION LIMIT 20"))
         .await
