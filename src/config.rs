@@ -72,6 +72,11 @@ pub struct Settings {
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_POOL_SIZE: usize = 10;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Below 50 ms the heartbeats alone would be a load.
+pub const HEARTBEAT_MIN: Duration = Duration::from_millis(50);
+/// The contract's bound: Heroku's router cuts a connection silent for 55 s, and a heartbeat
+/// can be late (a busy worker, a slow write), so the period keeps a 10 s margin under it.
+pub const HEARTBEAT_MAX: Duration = Duration::from_secs(45);
 pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 100;
 pub const DEFAULT_EVENT_RETENTION: i64 = 10_000;
 pub const DEFAULT_WRITE_RATE_LIMIT: u32 = 20;
@@ -271,12 +276,12 @@ fn parse_heartbeat(raw: &str) -> Result<Duration, String> {
         Err(_) => humantime::parse_duration(raw).map_err(|_| ()),
     };
     match parsed {
-        // Below 50 ms the heartbeats alone would be a load; above 55 s Heroku's router
-        // closes the idle stream before the next one.
-        Ok(d) if d >= Duration::from_millis(50) && d <= Duration::from_secs(55) => Ok(d),
-        Ok(_) => {
-            Err("must be between 50ms and 55s (Heroku closes a stream idle for 55 s)".to_string())
-        }
+        Ok(d) if (HEARTBEAT_MIN..=HEARTBEAT_MAX).contains(&d) => Ok(d),
+        Ok(_) => Err(
+            "must be between 50ms and 45s (Heroku's router closes a connection silent for 55 s; \
+             45 s leaves a margin for a slow write or a busy proxy)"
+                .to_string(),
+        ),
         Err(()) => Err("must be a duration such as 15s or 250ms".to_string()),
     }
 }
@@ -405,6 +410,25 @@ mod tests {
                 .heartbeat,
             Duration::from_secs(20)
         );
+    }
+
+    #[test]
+    fn the_heartbeat_keeps_a_margin_under_herokus_55_seconds() {
+        assert_eq!(
+            settings(&[("HEARTBEAT_INTERVAL", "45s")])
+                .expect("the bound itself")
+                .heartbeat,
+            HEARTBEAT_MAX
+        );
+        for too_long in ["55s", "46s", "45001ms", "1m", "50"] {
+            let err = settings(&[("HEARTBEAT_INTERVAL", too_long)]).expect_err(too_long);
+            assert_eq!(err.var, "HEARTBEAT_INTERVAL");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("HEARTBEAT_INTERVAL") && text.contains("45s"),
+                "{too_long}: {text}"
+            );
+        }
     }
 
     #[test]

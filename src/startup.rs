@@ -142,6 +142,8 @@ impl Application {
                     !cors_origins.is_empty(),
                     routes::cors(&cors_origins),
                 ))
+                // Outside CORS, so its refusals become the contract's JSON too.
+                .wrap(middleware::from_fn(routes::edge))
                 .app_data(metrics.clone())
                 .wrap(request_log())
                 .wrap(middleware::from_fn(metrics::count_requests))

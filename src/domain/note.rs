@@ -242,39 +242,72 @@ mod tests {
     }
 }
 
-/// An `If-Match` precondition on a note write.
+/// An `If-Match` header, read as RFC 9110 §13.1.1 says: `*`, or a list of entity tags
+/// compared with the strong comparison (a note's tag is `"<version>"`, compared as opaque
+/// text: `"01"` and `"+1"` are not `"1"`, and a weak tag `W/"1"` never matches).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Precondition {
     /// `If-Match: *`: the note must exist.
     Any,
-    /// The note's version must be one of these. Empty when the header named no version we
-    /// could read, which can never match.
-    Versions(Vec<i64>),
+    /// The strong entity tags listed (their text between the quotes). A value that is not
+    /// a list of entity tags (`3`, `banana`) lists none, and so can never match.
+    Tags(Vec<String>),
 }
 
 impl Precondition {
-    /// Parses `"3"`, `W/"3"`, `3`, `"3", "4"` or `*`.
     pub fn parse(header: &str) -> Precondition {
         if header.trim() == "*" {
             return Precondition::Any;
         }
-        let versions = header
-            .split(',')
-            .filter_map(|tag| {
-                let tag = tag.trim();
-                let tag = tag.strip_prefix("W/").unwrap_or(tag);
-                tag.trim_matches('"').parse::<i64>().ok()
-            })
-            .collect();
-        Precondition::Versions(versions)
+        Precondition::Tags(entity_tags(header).unwrap_or_default())
     }
 
     pub fn admits(&self, version: i64) -> bool {
         match self {
             Precondition::Any => true,
-            Precondition::Versions(v) => v.contains(&version),
+            Precondition::Tags(tags) => {
+                let current = version.to_string();
+                tags.contains(&current)
+            }
         }
     }
+}
+
+/// The strong tags of `#entity-tag` (`entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE`, list
+/// items separated by commas with optional whitespace, empty items allowed); weak tags are
+/// read and dropped, since the strong comparison never matches them. `None` when the value
+/// is not such a list.
+fn entity_tags(header: &str) -> Option<Vec<String>> {
+    let mut tags = Vec::new();
+    let mut rest = header.trim_matches([' ', '\t']);
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start_matches([' ', '\t']);
+            continue;
+        }
+        let (weak, quoted) = match rest.strip_prefix("W/") {
+            Some(after) => (true, after),
+            None => (false, rest),
+        };
+        let body = quoted.strip_prefix('"')?;
+        let close = body.find('"')?;
+        let tag = &body[..close];
+        // etagc = %x21 / %x23-7E / obs-text: no space, no quote, no control.
+        if !tag
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+        {
+            return None;
+        }
+        if !weak {
+            tags.push(tag.to_string());
+        }
+        rest = body[close + 1..].trim_start_matches([' ', '\t']);
+        if !rest.is_empty() && !rest.starts_with(',') {
+            return None;
+        }
+    }
+    Some(tags)
 }
 
 #[cfg(test)]
@@ -284,11 +317,37 @@ mod precondition_tests {
     #[test]
     fn if_match_forms() {
         assert!(Precondition::parse("\"3\"").admits(3));
-        assert!(Precondition::parse("W/\"3\"").admits(3));
-        assert!(Precondition::parse("3").admits(3));
+        assert!(Precondition::parse(" \"3\" ").admits(3));
         assert!(Precondition::parse("\"2\", \"3\"").admits(3));
+        assert!(Precondition::parse("\"2\",\"3\"").admits(3));
+        assert!(Precondition::parse(", \"3\",,").admits(3));
+        assert!(Precondition::parse("W/\"2\", \"3\"").admits(3));
         assert!(Precondition::parse("*").admits(99));
-        assert!(!Precondition::parse("\"2\"").admits(3));
-        assert!(!Precondition::parse("banana").admits(3));
+        assert!(Precondition::parse("\"12\"").admits(12));
+    }
+
+    #[test]
+    fn entity_tags_are_opaque_text_compared_strongly() {
+        for (header, version) in [
+            ("\"01\"", 1),
+            ("\"+2\"", 2),
+            ("\" 2\"", 2),
+            ("\"2.0\"", 2),
+            ("\"2\"", 3),
+            ("W/\"3\"", 3),
+            ("3", 3),
+            ("banana", 3),
+            ("\"3", 3),
+            ("\"3\" \"4\"", 3),
+            ("\"3\"x", 3),
+            ("\"0x3\"", 3),
+            ("", 3),
+            ("**", 3),
+        ] {
+            assert!(
+                !Precondition::parse(header).admits(version),
+                "If-Match: {header} must not match version {version}"
+            );
+        }
     }
 }

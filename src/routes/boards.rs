@@ -3,11 +3,12 @@
 use actix_web::{HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Caller, request};
+use super::{AppState, Caller, request, request::PathIds};
 use crate::db::boards;
 use crate::domain::{
     ValidationError,
     board::{Board, BoardCursor, BoardInput, BoardTitle},
+    ids::BoardId,
     note::Note,
 };
 use crate::error::ApiError;
@@ -25,7 +26,7 @@ pub async fn create(
     body: request::JsonBody<BoardInput>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may_create_boards()?;
-    let title = BoardTitle::parse(body.0.title).map_err(invalid)?;
+    let title = BoardTitle::parse(body.read().await?.title).map_err(invalid)?;
     let client = state.db.client().await?;
     let board = boards::insert(&client, &title).await?;
     Ok(HttpResponse::Created()
@@ -85,11 +86,10 @@ struct BoardWithNotes {
 }
 
 pub async fn get(
+    PathIds(id): PathIds<BoardId>,
     caller: Caller,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = request::board_id(&path)?;
     caller.may_read(id)?;
     let mut client = state.db.client().await?;
     let (board, notes) = boards::snapshot(&mut client, id)
@@ -99,14 +99,13 @@ pub async fn get(
 }
 
 pub async fn rename(
+    PathIds(id): PathIds<BoardId>,
     caller: Caller,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     body: request::JsonBody<BoardInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = request::board_id(&path)?;
     caller.may_write(id)?;
-    let title = BoardTitle::parse(body.0.title).map_err(invalid)?;
+    let title = BoardTitle::parse(body.read().await?.title).map_err(invalid)?;
     let mut client = state.db.client().await?;
     let board = boards::update_title(&mut client, id, &title, state.settings.event_retention)
         .await?
@@ -115,11 +114,10 @@ pub async fn rename(
 }
 
 pub async fn delete(
+    PathIds(id): PathIds<BoardId>,
     caller: Caller,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = request::board_id(&path)?;
     caller.may_write(id)?;
     let mut client = state.db.client().await?;
     if !boards::delete(&mut client, id).await? {

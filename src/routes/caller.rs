@@ -9,9 +9,10 @@
 //! (`may_read`, `may_write`) need the board id, so handlers call them once they have parsed
 //! it.
 
-use std::{future::Ready, time::SystemTime};
+use std::time::SystemTime;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::Method, http::header, web};
+use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
 use super::request;
@@ -61,10 +62,14 @@ pub enum Caller {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
+    /// Identifies the caller when first polled, not when the handler's arguments are built:
+    /// a request refused by an argument before it (a malformed path id) is never counted
+    /// against the write limit.
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(identify(req))
+        let req = req.clone();
+        Box::pin(async move { identify(&req) })
     }
 }
 

@@ -5,6 +5,8 @@
 //! `EventSource` opens as a plain GET carrying `Last-Event-ID`); any other origin gets none,
 //! so the browser keeps the answer from its page. Requests are never refused for their
 //! `Origin` alone: a same-origin page sends one on every POST, and that must keep working.
+//! A preflight that cannot pass (another origin, a method or header not listed) answers
+//! 403 `forbidden` in the contract's JSON (`routes::edge` rewrites actix-cors' text).
 
 use actix_cors::Cors;
 use actix_web::http::{Method, header};
@@ -20,11 +22,15 @@ pub fn cors(origins: &[String]) -> Cors {
             Method::PATCH,
             Method::DELETE,
         ])
+        // What browsers and EventSource polyfills send (the contract's list): polyfills
+        // add `Cache-Control` and `Last-Event-ID` to the stream's GET.
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_MATCH,
             header::HeaderName::from_static("last-event-id"),
+            header::CACHE_CONTROL,
+            header::ACCEPT,
             header::HeaderName::from_static("x-display-name"),
         ])
         .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER])

@@ -2,13 +2,15 @@
 //! `realtime` do the rest.
 
 use actix_web::{
-    HttpRequest, HttpResponse,
+    HttpRequest, HttpResponse, HttpResponseBuilder,
     http::header::{self, ContentEncoding},
     web,
 };
 use serde::Deserialize;
 
-use super::{AppState, Caller, request};
+use super::{AppState, Caller, request::PathIds};
+use crate::db::boards;
+use crate::domain::ids::BoardId;
 use crate::error::ApiError;
 use crate::realtime::OpenRequest;
 
@@ -34,14 +36,19 @@ fn parse_last_event_id(raw: &str, source: &str) -> Result<Option<i64>, ApiError>
         })
 }
 
-pub async fn stream(
-    caller: Caller,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<StreamQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let board = request::board_id(&path)?;
+/// What a stream request asks for, checked: the same for GET and HEAD.
+struct Opening {
+    board: BoardId,
+    last_event_id: Option<i64>,
+    viewer: String,
+}
+
+fn opening(
+    board: BoardId,
+    caller: &Caller,
+    req: &HttpRequest,
+    query: &StreamQuery,
+) -> Result<Opening, ApiError> {
     caller.may_read(board)?;
     // The header wins over the query parameter, as the contract says.
     let header_id = req.headers().get("last-event-id").map(|v| {
@@ -56,24 +63,63 @@ pub async fn stream(
         },
     };
     let viewer = caller.viewer_name(query.name.as_deref())?;
+    Ok(Opening {
+        board,
+        last_event_id,
+        viewer,
+    })
+}
 
-    let body = state
-        .live
-        .open(OpenRequest {
-            board,
-            last_event_id,
-            viewer,
-            client_key: caller.client_key(),
-            // The stream ends when the token does, so access cannot outlive it.
-            expires_at: caller.expires_at(),
-        })
-        .await?;
-    Ok(HttpResponse::Ok()
+/// The headers of a stream's answer, for GET and HEAD alike.
+fn stream_answer() -> HttpResponseBuilder {
+    let mut answer = HttpResponse::Ok();
+    answer
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // nginx-style proxies must not buffer a stream.
         .insert_header(("X-Accel-Buffering", "no"))
         // Compression would hold back frames until a block fills.
-        .insert_header(ContentEncoding::Identity)
-        .streaming(body))
+        .insert_header(ContentEncoding::Identity);
+    answer
+}
+
+pub async fn stream(
+    PathIds(board): PathIds<BoardId>,
+    caller: Caller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let opening = opening(board, &caller, &req, &query)?;
+    let body = state
+        .live
+        .open(OpenRequest {
+            board: opening.board,
+            last_event_id: opening.last_event_id,
+            viewer: opening.viewer,
+            client_key: caller.client_key(),
+            // The stream ends when the token does, so access cannot outlive it.
+            expires_at: caller.expires_at(),
+        })
+        .await?;
+    Ok(stream_answer().streaming(body))
+}
+
+/// `HEAD` of a stream: the answer a GET would start with (its status and headers), but
+/// nothing is opened: no viewer joins, no listener connects, no stream is counted.
+pub async fn head(
+    PathIds(board): PathIds<BoardId>,
+    caller: Caller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let opening = opening(board, &caller, &req, &query)?;
+    let client = state.db.client().await?;
+    if boards::find(&client, opening.board).await?.is_none() {
+        return Err(ApiError::board_not_found(opening.board));
+    }
+    // An empty streaming body, so the framing headers are a GET's too (chunked, no length).
+    let nothing = futures_util::stream::empty::<Result<bytes::Bytes, std::convert::Infallible>>();
+    Ok(stream_answer().streaming(nothing))
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, http::header, web};
 use serde_json::json;
 
 use super::AppState;
+use crate::error::ApiError;
 
 /// 200 while the process runs.
 pub async fn healthz() -> HttpResponse {
@@ -34,15 +35,20 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     // Set by the shared listener while it has no working LISTEN connection.
     let listener_down = state.live.stats().listener_down();
-    let body = json!({
-        "status": if database.is_ok() && !listener_down { "ready" } else { "unavailable" },
-        "database": if database.is_ok() { "ok" } else { "unreachable" },
-        "listener": if listener_down { "down" } else { "ok" },
-    });
+    let database_state = if database.is_ok() {
+        "ok"
+    } else {
+        "unreachable"
+    };
+    let listener_state = if listener_down { "down" } else { "ok" };
     if database.is_ok() && !listener_down {
         return HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(body);
+            .json(json!({
+                "status": "ready",
+                "database": database_state,
+                "listener": listener_state,
+            }));
     }
     // The cause may name hosts: it goes to the log, not to whoever asks.
     if let Err(why) = &database {
@@ -51,8 +57,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if listener_down {
         log::warn!("not ready: the listener has no working connection");
     }
-    HttpResponse::ServiceUnavailable()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::RETRY_AFTER, "5"))
-        .json(body)
+    // The contract's error envelope, with what is down next to it.
+    let error = ApiError::unavailable(match (database.is_ok(), listener_down) {
+        (false, true) => "the database and the listener are down",
+        (false, false) => "the database is not answering",
+        _ => "the listener has no working connection",
+    });
+    error.response_builder().json(json!({
+        "error": error.envelope(),
+        "database": database_state,
+        "listener": listener_state,
+    }))
 }

@@ -3,15 +3,17 @@
 mod boards;
 mod caller;
 mod cors;
+mod edge;
 mod events;
 mod health;
+mod media_type;
 mod metrics;
 mod notes;
 mod presence;
 mod request;
 mod web_page;
 
-use actix_web::{HttpRequest, HttpResponse, error, http::Method, web};
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, http::Method, web};
 
 use crate::config::Settings;
 use crate::db::Database;
@@ -20,6 +22,7 @@ use crate::realtime::Live;
 
 pub use caller::{Access, Caller};
 pub use cors::cors;
+pub use edge::edge;
 
 /// Largest request body accepted (the contract's 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -32,121 +35,140 @@ pub struct AppState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(json_config())
-        .app_data(query_config())
-        .app_data(web::PayloadConfig::new(BODY_LIMIT))
-        .service(
-            web::resource("/api/boards")
-                .route(web::get().to(boards::list))
-                .route(web::post().to(boards::create))
-                .default_service(web::to(not_allowed("GET, POST"))),
-        )
-        .service(
-            web::resource("/api/boards/{board_id}")
-                .route(web::get().to(boards::get))
-                .route(web::patch().to(boards::rename))
-                .route(web::delete().to(boards::delete))
-                .default_service(web::to(not_allowed("GET, PATCH, DELETE"))),
-        )
-        .service(
-            web::resource("/api/boards/{board_id}/notes")
-                .route(web::get().to(notes::list))
-                .route(web::post().to(notes::create))
-                .default_service(web::to(not_allowed("GET, POST"))),
-        )
-        .service(
-            web::resource("/api/boards/{board_id}/notes/{note_id}")
-                .route(web::patch().to(notes::update))
-                .route(web::delete().to(notes::delete))
-                .default_service(web::to(not_allowed("PATCH, DELETE"))),
-        )
-        .service(
-            web::resource("/api/boards/{board_id}/events")
-                .route(web::get().to(events::stream))
-                .default_service(web::to(not_allowed("GET"))),
-        )
-        .service(
-            web::resource("/api/boards/{board_id}/presence")
-                .route(web::get().to(presence::list))
-                .default_service(web::to(not_allowed("GET"))),
-        )
-        .service(
-            web::resource("/healthz")
-                .route(web::get().to(health::healthz))
-                .default_service(web::to(not_allowed("GET"))),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(health::readyz))
-                .default_service(web::to(not_allowed("GET"))),
-        )
-        .service(
-            web::resource("/metrics")
-                .route(web::get().to(metrics::metrics))
-                .default_service(web::to(not_allowed("GET"))),
-        );
-    web_page::configure(cfg);
+    cfg.app_data(query_config());
+    for resource in [
+        Resource::new("/api/boards")
+            .get(boards::list)
+            .post(boards::create),
+        Resource::new("/api/boards/{board_id}")
+            .get(boards::get)
+            .patch(boards::rename)
+            .delete(boards::delete),
+        Resource::new("/api/boards/{board_id}/notes")
+            .get(notes::list)
+            .post(notes::create),
+        Resource::new("/api/boards/{board_id}/notes/{note_id}")
+            .patch(notes::update)
+            .delete(notes::delete),
+        // HEAD of the stream answers its headers without opening anything.
+        Resource::new("/api/boards/{board_id}/events").get_and_head(events::stream, events::head),
+        Resource::new("/api/boards/{board_id}/presence").get(presence::list),
+        Resource::new("/healthz").get(health::healthz),
+        Resource::new("/readyz").get(health::readyz),
+        Resource::new("/metrics").get(metrics::metrics),
+    ]
+    .into_iter()
+    .chain(web_page::resources())
+    {
+        cfg.service(resource.build());
+    }
+}
+
+/// One path of the route table and its methods. The 405 answer and its `Allow` header are
+/// derived from the methods registered here, so they cannot drift from the routes; every
+/// GET is also answered for HEAD (RFC 9110 §9.3.2: same headers, no body).
+pub struct Resource {
+    path: &'static str,
+    routes: Vec<(Method, actix_web::Route)>,
+}
+
+impl Resource {
+    pub fn new(path: &'static str) -> Resource {
+        Resource {
+            path,
+            routes: Vec::new(),
+        }
+    }
+
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Resource
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let route = web::route().method(method.clone()).to(handler);
+        self.routes.push((method, route));
+        self
+    }
+
+    /// GET, and HEAD with the same handler (actix sends the headers without the body).
+    pub fn get<F, Args>(self, handler: F) -> Resource
+    where
+        F: Handler<Args> + Clone,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.get_and_head(handler.clone(), handler)
+    }
+
+    /// GET, and HEAD with a handler of its own (for answers whose GET has side effects).
+    pub fn get_and_head<F, Args, H, HArgs>(self, get: F, head: H) -> Resource
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+        H: Handler<HArgs>,
+        HArgs: FromRequest + 'static,
+        H::Output: Responder + 'static,
+    {
+        self.on(Method::GET, get).on(Method::HEAD, head)
+    }
+
+    pub fn post<F, Args>(self, handler: F) -> Resource
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::POST, handler)
+    }
+
+    pub fn patch<F, Args>(self, handler: F) -> Resource
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::PATCH, handler)
+    }
+
+    pub fn delete<F, Args>(self, handler: F) -> Resource
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::DELETE, handler)
+    }
+
+    /// The `Allow` value: the methods in the order registered.
+    pub fn allow(&self) -> String {
+        let methods: Vec<&str> = self.routes.iter().map(|(m, _)| m.as_str()).collect();
+        methods.join(", ")
+    }
+
+    pub fn build(self) -> actix_web::Resource {
+        let allow = self.allow();
+        let mut resource = web::resource(self.path);
+        for (_, route) in self.routes {
+            resource = resource.route(route);
+        }
+        resource.default_service(web::to(move |req: HttpRequest| {
+            std::future::ready(Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allow: allow.clone(),
+            }))
+        }))
+    }
 }
 
 /// Answers 404 in the contract's JSON for any path no route serves.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!(
-        "no route for {} {}",
-        req.method(),
+        // No method in the text: HEAD's answer must have GET's length.
+        "no route for {}",
         req.path()
     )))
-}
-
-type Answer = Result<HttpResponse, ApiError>;
-
-fn not_allowed(allow: &'static str) -> impl Fn(HttpRequest) -> std::future::Ready<Answer> + Clone {
-    move |req: HttpRequest| {
-        std::future::ready(Err(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allow,
-        }))
-    }
-}
-
-fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(BODY_LIMIT)
-        .error_handler(|err, req| {
-            let api = match err {
-                error::JsonPayloadError::OverflowKnownLength { .. }
-                | error::JsonPayloadError::Overflow { .. } => ApiError::PayloadTooLarge(BODY_LIMIT),
-                error::JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(format!(
-                    "the body must be JSON sent as Content-Type: application/json (got {})",
-                    req.headers()
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .map_or_else(|| "no Content-Type".to_string(), |v| format!("{v:?}"))
-                )),
-                error::JsonPayloadError::Deserialize(e) => {
-                    ApiError::InvalidJson(describe_json_error(&e))
-                }
-                error::JsonPayloadError::Payload(error::PayloadError::Overflow) => {
-                    ApiError::PayloadTooLarge(BODY_LIMIT)
-                }
-                other => ApiError::InvalidJson(format!("the body could not be read: {other}")),
-            };
-            if req.method() == Method::GET {
-                log::debug!("JSON body on a GET: {api}");
-            }
-            api.into()
-        })
-}
-
-fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Eof if e.line() == 1 && e.column() == 0 => {
-            "the body is empty; a JSON object was expected".into()
-        }
-        Category::Syntax | Category::Eof => format!("the body is not valid JSON: {e}"),
-        Category::Data => format!("the body does not have the expected fields: {e}"),
-        Category::Io => format!("the body could not be read: {e}"),
-    }
 }
 
 fn query_config() -> web::QueryConfig {

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, http::header, web};
 use serde_json::json;
 
-use super::{AppState, Caller, request};
+use super::{AppState, Caller, request, request::PathIds};
 use crate::db::notes::{self, Outcome};
 use crate::domain::{
     ids::{BoardId, NoteId},
@@ -41,11 +41,10 @@ fn settle<T>(outcome: Outcome<T>, board: BoardId, note: NoteId) -> Result<T, Api
 }
 
 pub async fn list(
+    PathIds(board): PathIds<BoardId>,
     caller: Caller,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let board = request::board_id(&path)?;
     caller.may_read(board)?;
     let mut client = state.db.client().await?;
     // One snapshot read, so an empty list is never confused with a missing board.
@@ -56,15 +55,14 @@ pub async fn list(
 }
 
 pub async fn create(
+    PathIds(board): PathIds<BoardId>,
     caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     body: request::JsonBody<NoteInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let board = request::board_id(&path)?;
     caller.may_write(board)?;
-    let new = NewNote::parse(body.0).map_err(|e| ApiError::Validation(e.0))?;
+    let new = NewNote::parse(body.read().await?).map_err(|e| ApiError::Validation(e.0))?;
     let author = caller.author(&req)?;
     let mut client = state.db.client().await?;
     match notes::insert(
@@ -82,16 +80,14 @@ pub async fn create(
 }
 
 pub async fn update(
+    PathIds((board, note)): PathIds<(BoardId, NoteId)>,
     caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
     body: request::JsonBody<NotePatchInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let board = request::board_id(&path.0)?;
     caller.may_write(board)?;
-    let note = request::note_id(&path.1)?;
-    let patch = NotePatch::parse(body.0).map_err(|e| ApiError::Validation(e.0))?;
+    let patch = NotePatch::parse(body.read().await?).map_err(|e| ApiError::Validation(e.0))?;
     let precondition = precondition(&req)?;
     let mut client = state.db.client().await?;
     let outcome = notes::update(
@@ -108,14 +104,12 @@ pub async fn update(
 }
 
 pub async fn delete(
+    PathIds((board, note)): PathIds<(BoardId, NoteId)>,
     caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let board = request::board_id(&path.0)?;
     caller.may_write(board)?;
-    let note = request::note_id(&path.1)?;
     let precondition = precondition(&req)?;
     let mut client = state.db.client().await?;
     let outcome = notes::delete(

@@ -3,16 +3,16 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use super::{AppState, Caller, request};
+use super::{AppState, Caller, request::PathIds};
 use crate::db::boards;
+use crate::domain::ids::BoardId;
 use crate::error::ApiError;
 
 pub async fn list(
+    PathIds(board): PathIds<BoardId>,
     caller: Caller,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let board = request::board_id(&path)?;
     caller.may_read(board)?;
     let viewers = state.live.presence().list(board).await?;
     if viewers.is_empty() {

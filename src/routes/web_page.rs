@@ -59,22 +59,13 @@ pub fn static_asset(name: &str) -> Option<Asset> {
     Some(Asset { content_type, body })
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .route(web::get().to(index))
-            .route(web::head().to(index)),
-    )
-    .service(
-        web::resource("/b/{board_id}")
-            .route(web::get().to(board))
-            .route(web::head().to(board)),
-    )
-    .service(
-        web::resource("/static/{file}")
-            .route(web::get().to(file))
-            .route(web::head().to(file)),
-    );
+/// The pages' routes, for the route table in `routes`.
+pub fn resources() -> [super::Resource; 3] {
+    [
+        super::Resource::new("/").get(index),
+        super::Resource::new("/b/{board_id}").get(board),
+        super::Resource::new("/static/{file}").get(file),
+    ]
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {
@@ -191,7 +182,14 @@ mod tests {
 
     #[actix_web::test]
     async fn pages_carry_the_security_headers() {
-        let app = actix_web::test::init_service(actix_web::App::new().configure(configure)).await;
+        let app = actix_web::test::init_service(
+            resources()
+                .into_iter()
+                .fold(actix_web::App::new(), |app, resource| {
+                    app.service(resource.build())
+                }),
+        )
+        .await;
         for path in [
             "/",
             "/b/6f1c0000-0000-4000-8000-000000000000",

@@ -48,7 +48,7 @@ fn message(body: &Value) -> &str {
 }
 
 /// A board with one note: `(board id, note id)`.
-async fn board_with_note(app: &TestApp) -> (String, String) {
+pub async fn board_with_note(app: &TestApp) -> (String, String) {
     let board = app.board_id().await;
     let note = app.add_note(&board, "hello").await["id"]
         .as_str()
@@ -294,26 +294,27 @@ async fn an_unknown_board_note_or_route_answers_404() {
 }
 
 #[tokio::test]
+/// `Allow` lists the methods the route table registers (HEAD with every GET).
 async fn a_wrong_method_answers_405_with_allow() {
     let app = spawn_app().await;
     let (board, note) = board_with_note(&app).await;
     let cases = [
-        (Method::PUT, "/api/boards".to_string(), "GET, POST"),
-        (Method::DELETE, "/api/boards".to_string(), "GET, POST"),
+        (Method::PUT, "/api/boards".to_string(), "GET, HEAD, POST"),
+        (Method::DELETE, "/api/boards".to_string(), "GET, HEAD, POST"),
         (
             Method::PUT,
             format!("/api/boards/{board}"),
-            "GET, PATCH, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ),
         (
             Method::POST,
             format!("/api/boards/{board}"),
-            "GET, PATCH, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ),
         (
             Method::PUT,
             format!("/api/boards/{board}/notes"),
-            "GET, POST",
+            "GET, HEAD, POST",
         ),
         (
             Method::GET,
@@ -325,7 +326,14 @@ async fn a_wrong_method_answers_405_with_allow() {
             format!("/api/boards/{board}/notes/{note}"),
             "PATCH, DELETE",
         ),
-        (Method::POST, format!("/api/boards/{board}/events"), "GET"),
+        (
+            Method::POST,
+            format!("/api/boards/{board}/events"),
+            "GET, HEAD",
+        ),
+        (Method::DELETE, "/healthz".to_string(), "GET, HEAD"),
+        (Method::POST, "/".to_string(), "GET, HEAD"),
+        (Method::PUT, "/static/app.css".to_string(), "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         let response = send(&app, method.clone(), &path, Some(json!({ "title": "t" }))).await;
@@ -644,6 +652,15 @@ async fn a_database_that_is_down_answers_503_and_the_api_recovers() {
         )
         .await
         .expect("terminates the pool's connections");
+
+    // /readyz says so in the error envelope, with what is down next to it.
+    let ready = send(&app, Method::GET, "/readyz", None).await;
+    assert!(ready.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(!message(&body).is_empty());
+    assert_eq!(body["database"], "unreachable", "{body}");
 
     let requests = [
         (Method::GET, "/api/boards".to_string(), None),

@@ -272,6 +272,8 @@ async fn allowed_origins_get_cors_headers_and_others_get_none() {
         "content-type",
         "if-match",
         "last-event-id",
+        "cache-control",
+        "accept",
         "x-display-name",
     ] {
         assert!(
@@ -362,6 +364,7 @@ async fn allowed_origins_get_cors_headers_and_others_get_none() {
             header_of(&preflight, "access-control-allow-origin").is_none(),
             "{origin}"
         );
+        expect_error(preflight, 403, "forbidden").await;
     }
 }
 

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod boards;
+mod edge;
 mod errors;
 mod events;
 mod fuzz;
