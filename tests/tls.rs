@@ -8,6 +8,9 @@ use boardcast::{config::Settings, db::Database, startup::Application};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+#[path = "api/test_log.rs"]
+mod test_log;
+
 /// The TLS cluster's URL. Without one these tests fail, so a CI that forgot to start the
 /// cluster cannot pass them silently; `BOARDCAST_SKIP_TLS_TESTS=1` skips them on purpose.
 fn tls_url() -> Option<String> {
@@ -35,6 +38,7 @@ fn with_sslmode(url: &str, sslmode: Option<&str>) -> String {
 
 /// Settings as the server reads them from its environment, for a test server.
 fn settings(database_url: &str) -> Settings {
+    test_log::init();
     let listener = std::env::var("BOARDCAST_TEST_LISTENER").unwrap_or_else(|_| "per-stream".into());
     let env: HashMap<&str, String> = HashMap::from([
         ("DATABASE_URL", database_url.to_string()),

@@ -22,6 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[path = "test_log.rs"]
+mod test_log;
+
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// The listener mode under test: `BOARDCAST_TEST_LISTENER` (scripts/test runs both).
@@ -33,6 +36,7 @@ pub fn listener_mode() -> ListenerMode {
 }
 
 pub fn base_settings() -> Settings {
+    test_log::init();
     let mut settings =
         Settings::from_env().expect("tests need DATABASE_URL (scripts/test sets it)");
     settings.host = "127.0.0.1".into();
