@@ -35,23 +35,31 @@ impl ConnectionLimits {
     pub async fn read(client: &tokio_postgres::Client) -> Result<ConnectionLimits, String> {
         let row = client
             .query_one(
-                "SELECT current_setting('max_connections')::int, \
+                "SELECT current_setting('max_connections')::int AS max_connections, \
                         current_setting('superuser_reserved_connections')::int \
-                          + COALESCE(current_setting('reserved_connections', true), '0')::int, \
-                        (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), \
-                        (SELECT datconnlimit FROM pg_database WHERE datname = current_database())",
+                          + COALESCE(current_setting('reserved_connections', true), '0')::int \
+                          AS reserved, \
+                        (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user) \
+                          AS role_limit, \
+                        (SELECT datconnlimit FROM pg_database WHERE datname = current_database()) \
+                          AS database_limit",
                 &[],
             )
             .await
             .map_err(|e| format!("cannot read the database's connection limits: {e}"))?;
-        let count = |v: i32| usize::try_from(v).unwrap_or(0);
-        // -1 (or no row) means no limit.
-        let limit = |v: Option<i32>| v.and_then(|v| usize::try_from(v).ok());
+        // By column name; -1 (or no row) means no limit.
+        let column = |name: &str| {
+            row.try_get::<_, Option<i32>>(name)
+                .map_err(|e| format!("cannot read the database's {name}: {e}"))
+        };
+        let count =
+            |name: &str| column(name).map(|v| v.map_or(0, |v| usize::try_from(v).unwrap_or(0)));
+        let limit = |name: &str| column(name).map(|v| v.and_then(|v| usize::try_from(v).ok()));
         Ok(ConnectionLimits {
-            max_connections: count(row.get(0)),
-            reserved: count(row.get(1)),
-            role_limit: limit(row.get(2)),
-            database_limit: limit(row.get(3)),
+            max_connections: count("max_connections")?,
+            reserved: count("reserved")?,
+            role_limit: limit("role_limit")?,
+            database_limit: limit("database_limit")?,
         })
     }
 

@@ -178,13 +178,14 @@ impl ApiError {
 }
 
 impl From<DbError> for ApiError {
+    /// The cause goes to the log (with its SQLSTATE and where it was raised); the client
+    /// gets only the code and a fixed message.
     fn from(e: DbError) -> Self {
-        match e {
-            DbError::Unavailable(cause) => {
-                log::warn!("database unavailable: {cause}");
-                ApiError::unavailable("the database is not answering; try again shortly")
-            }
-            DbError::Query(cause) => ApiError::Internal(cause),
+        if e.is_unavailable() {
+            log::warn!("{e}");
+            ApiError::unavailable("the database is not answering; try again shortly")
+        } else {
+            ApiError::Internal(e.to_string())
         }
     }
 }

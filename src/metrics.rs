@@ -118,11 +118,7 @@ impl Metrics {
     async fn notify_queue_usage(&self) -> Option<f64> {
         let query = async {
             let client = self.db.client().await.ok()?;
-            let row = client
-                .query_one("SELECT pg_notification_queue_usage()", &[])
-                .await
-                .ok()?;
-            row.try_get::<_, f64>(0).ok()
+            crate::db::server::notify_queue_usage(&client).await.ok()
         };
         tokio::time::timeout(QUEUE_QUERY_TIMEOUT, query)
             .await

@@ -14,14 +14,15 @@ use crate::domain::{
 
 const COLUMNS: &str = "id, title, seq, created_at, updated_at";
 
-fn board_from(row: &Row) -> Board {
-    Board {
-        id: BoardId(row.get(0)),
-        title: row.get(1),
-        seq: row.get(2),
-        created_at: row.get(3),
-        updated_at: row.get(4),
-    }
+/// By column name, so the column list may change order.
+fn board_from(row: &Row) -> Result<Board, DbError> {
+    Ok(Board {
+        id: BoardId(row.try_get("id")?),
+        title: row.try_get("title")?,
+        seq: row.try_get("seq")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 pub async fn insert(client: &impl GenericClient, title: &BoardTitle) -> Result<Board, DbError> {
@@ -33,7 +34,7 @@ pub async fn insert(client: &impl GenericClient, title: &BoardTitle) -> Result<B
     let row = client
         .query_one(&stmt, &[&BoardId::new().uuid(), &title.as_str()])
         .await?;
-    Ok(board_from(&row))
+    board_from(&row)
 }
 
 /// One page, newest first, and the cursor of the next page if there is one. `among`
@@ -64,7 +65,10 @@ pub async fn list(
             ],
         )
         .await?;
-    let mut boards: Vec<Board> = rows.iter().map(board_from).collect();
+    let mut boards = rows
+        .iter()
+        .map(board_from)
+        .collect::<Result<Vec<Board>, _>>()?;
     let next = if boards.len() as i64 > limit {
         boards.truncate(limit as usize);
         boards.last().map(BoardCursor::after)
@@ -78,11 +82,12 @@ pub async fn find(client: &impl GenericClient, id: BoardId) -> Result<Option<Boa
     let stmt = client
         .prepare_cached(&format!("SELECT {COLUMNS} FROM boards WHERE id = $1"))
         .await?;
-    Ok(client
+    client
         .query_opt(&stmt, &[&id.uuid()])
         .await?
         .as_ref()
-        .map(board_from))
+        .map(board_from)
+        .transpose()
 }
 
 /// The board and its notes as of one moment (one REPEATABLE READ snapshot), so `seq`
@@ -116,7 +121,7 @@ pub async fn update_title(
     let Some(row) = tx.query_opt(&stmt, &[&id.uuid(), &title.as_str()]).await? else {
         return Ok(None);
     };
-    let board = board_from(&row);
+    let board = board_from(&row)?;
     events::publish(&tx, id, board.seq, Change::BoardUpdated(&board), retention).await?;
     tx.commit().await?;
     Ok(Some(board))

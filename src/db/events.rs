@@ -30,7 +30,8 @@ pub async fn next_seq(tx: &impl GenericClient, board_id: BoardId) -> Result<Opti
     Ok(tx
         .query_opt(&stmt, &[&board_id.uuid()])
         .await?
-        .map(|r| r.get(0)))
+        .map(|r| r.try_get("seq"))
+        .transpose()?)
 }
 
 /// Logs the event of `change` as `seq`, prunes the log past `retention`, and NOTIFYs the
@@ -89,7 +90,7 @@ pub async fn range(
 ) -> Result<Vec<LoggedEvent>, DbError> {
     let stmt = client
         .prepare_cached(
-            "SELECT seq, type, payload::text FROM events
+            "SELECT seq, type, payload::text AS payload FROM events
              WHERE board_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
         )
         .await?;
@@ -98,13 +99,13 @@ pub async fn range(
         .await?;
     rows.iter()
         .map(|row| {
-            let name: &str = row.get(1);
+            let name: &str = row.try_get("type")?;
             let kind = EventKind::parse(name)
-                .ok_or_else(|| DbError::Query(format!("unknown event type {name:?} in the log")))?;
+                .ok_or_else(|| DbError::query(format!("unknown event type {name:?} in the log")))?;
             Ok(LoggedEvent {
-                seq: row.get(0),
+                seq: row.try_get("seq")?,
                 kind,
-                data: row.get(2),
+                data: row.try_get("payload")?,
             })
         })
         .collect()
@@ -131,10 +132,12 @@ pub async fn is_kept(
     seq: i64,
 ) -> Result<bool, DbError> {
     let stmt = client
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE board_id = $1 AND seq = $2)")
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE board_id = $1 AND seq = $2) AS kept",
+        )
         .await?;
     Ok(client
         .query_one(&stmt, &[&board_id.uuid(), &seq])
         .await?
-        .get(0))
+        .try_get("kept")?)
 }

@@ -67,7 +67,7 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, DbError> {
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await.map_err(|e| {
-            DbError::Query(format!("migration {} ({}) failed: {e}", m.version, m.name))
+            DbError::from(e).context(format!("migration {} ({}) failed", m.version, m.name))
         })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
@@ -84,16 +84,19 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, DbError> {
 /// The highest migration applied, 0 for an empty database.
 pub async fn current_version(client: &Client) -> Result<i32, DbError> {
     let row = client
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('schema_migrations') IS NOT NULL AS present",
+            &[],
+        )
         .await?;
-    if !row.get::<_, bool>(0) {
+    if !row.try_get::<_, bool>("present")? {
         return Ok(0);
     }
     let row = client
         .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            "SELECT coalesce(max(version), 0) AS version FROM schema_migrations",
             &[],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(row.try_get("version")?)
 }

@@ -1,10 +1,12 @@
 //! Storage: the connection pool, dedicated connections for LISTEN, and the SQL of each table.
 
 pub mod boards;
+mod error;
 pub mod events;
 pub mod migrations;
 pub mod notes;
 pub mod presence;
+pub mod server;
 pub mod tls;
 
 use std::time::Duration;
@@ -13,70 +15,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, Connection, Socket, tls::MakeTlsConnect};
 
 use crate::config::Settings;
-
-/// What failed in the database, before it is turned into what a client sees.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// The database cannot be reached or refuses work for now: clients get 503.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A statement failed for another reason: a bug, logged and answered 500.
-    #[error("database error: {0}")]
-    Query(String),
-}
-
-impl From<tokio_postgres::Error> for DbError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        let message = describe(&e);
-        if e.is_closed() {
-            return DbError::Unavailable(message);
-        }
-        match e.code().map(|c| c.code()) {
-            // Class 08: connection exception; 57P0x: the server is shutting down or
-            // starting; class 53: too many connections, out of memory or disk.
-            Some(code)
-                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
-            {
-                DbError::Unavailable(message)
-            }
-            Some(_) => DbError::Query(message),
-            None => {
-                let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-                if io || e.to_string().contains("timeout") {
-                    DbError::Unavailable(message)
-                } else {
-                    DbError::Query(message)
-                }
-            }
-        }
-    }
-}
-
-/// tokio-postgres' own message names only the kind of failure ("error performing TLS
-/// handshake", "error connecting to server", "db error"); what happened is in its source
-/// chain (an invalid certificate, a refused connection, the server's error), so add it.
-fn describe(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-impl From<deadpool_postgres::PoolError> for DbError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        // Every pool failure (no connection could be made, none came free in time, the
-        // database refused a new session) is the database being unavailable, whatever
-        // SQLSTATE it came with.
-        DbError::Unavailable(e.to_string())
-    }
-}
+pub use error::{DbError, DbErrorKind};
 
 /// A read-only REPEATABLE READ transaction: every statement in it sees one moment, so a
 /// board's `seq`, its notes and its log agree.
@@ -161,16 +100,14 @@ impl Database {
     /// A refused certificate in verifying mode is a configuration choice to revisit, so
     /// say which: the error alone reads like a broken server.
     fn explain_refused_certificate(&self, error: DbError) -> DbError {
-        match error {
-            DbError::Unavailable(message) if self.tls_verify && message.contains("certificate") => {
-                DbError::Unavailable(format!(
-                    "{message} (sslmode=verify-full verifies the server's certificate against \
-                     the public web PKI roots; a self-signed certificate, such as Heroku \
-                     Postgres' default one, needs sslmode=require, which encrypts without verifying)"
-                ))
-            }
-            other => other,
+        if self.tls_verify && error.is_unavailable() && error.message().contains("certificate") {
+            return error.context(
+                "sslmode=verify-full verifies the server's certificate against the public web \
+                 PKI roots; a self-signed certificate, such as Heroku Postgres' default one, \
+                 needs sslmode=require, which encrypts without verifying",
+            );
         }
+        error
     }
 
     /// A dedicated connection whose driver runs in its own task (for `migrate` and checks).

@@ -14,21 +14,23 @@ use crate::domain::{
 const COLUMNS: &str =
     "id, board_id, text, x, y, color, width, height, version, author, created_at, updated_at";
 
-fn note_from(row: &Row) -> Note {
-    Note {
-        id: NoteId(row.get(0)),
-        board_id: BoardId(row.get(1)),
-        text: row.get(2),
-        x: row.get(3),
-        y: row.get(4),
-        color: row.get(5),
-        width: row.get(6),
-        height: row.get(7),
-        version: row.get(8),
-        author: row.get(9),
-        created_at: row.get(10),
-        updated_at: row.get(11),
-    }
+/// By column name: x, y, width and height are all `f64`, so a reordered column list read
+/// by position would swap coordinates without an error.
+fn note_from(row: &Row) -> Result<Note, DbError> {
+    Ok(Note {
+        id: NoteId(row.try_get("id")?),
+        board_id: BoardId(row.try_get("board_id")?),
+        text: row.try_get("text")?,
+        x: row.try_get("x")?,
+        y: row.try_get("y")?,
+        color: row.try_get("color")?,
+        width: row.try_get("width")?,
+        height: row.try_get("height")?,
+        version: row.try_get("version")?,
+        author: row.try_get("author")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 /// How a note write ended, short of a database failure.
@@ -48,12 +50,12 @@ pub async fn list(client: &impl GenericClient, board_id: BoardId) -> Result<Vec<
             "SELECT {COLUMNS} FROM notes WHERE board_id = $1 ORDER BY created_at, id"
         ))
         .await?;
-    Ok(client
+    client
         .query(&stmt, &[&board_id.uuid()])
         .await?
         .iter()
         .map(note_from)
-        .collect())
+        .collect()
 }
 
 pub async fn insert(
@@ -89,7 +91,7 @@ pub async fn insert(
             ],
         )
         .await?;
-    let note = note_from(&row);
+    let note = note_from(&row)?;
     events::publish(&tx, board_id, seq, Change::NoteCreated(&note), retention).await?;
     tx.commit().await?;
     Ok(Outcome::Done(note))
@@ -117,7 +119,7 @@ async fn check(
         {
             None => Some(Outcome::NoNote),
             Some(row) => {
-                let note = note_from(&row);
+                let note = note_from(&row)?;
                 (!precondition.admits(note.version)).then_some(Outcome::Stale(note))
             }
         },
@@ -173,7 +175,7 @@ pub async fn update(
     let Some(row) = row else {
         return Ok(Outcome::NoNote);
     };
-    let note = note_from(&row);
+    let note = note_from(&row)?;
     events::publish(&tx, board_id, seq, Change::NoteUpdated(&note), retention).await?;
     tx.commit().await?;
     Ok(Outcome::Done(note))

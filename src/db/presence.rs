@@ -13,12 +13,12 @@ use crate::domain::{
     viewer::{Viewer, presence_payload},
 };
 
-fn viewer_from(row: &Row) -> Viewer {
-    Viewer {
-        id: row.get(0),
-        name: row.get(1),
-        since: row.get(2),
-    }
+fn viewer_from(row: &Row) -> Result<Viewer, DbError> {
+    Ok(Viewer {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        since: row.try_get("since")?,
+    })
 }
 
 /// Serializes the presence changes of one board. A stream lists the viewers and announces
@@ -81,12 +81,12 @@ pub async fn list(client: &impl GenericClient, board: BoardId) -> Result<Vec<Vie
             "SELECT id, name, since FROM viewers WHERE board_id = $1 ORDER BY since, id",
         )
         .await?;
-    Ok(client
+    client
         .query(&stmt, &[&board.uuid()])
         .await?
         .iter()
         .map(viewer_from)
-        .collect())
+        .collect()
 }
 
 /// Adds the viewer, announces `presence.joined`, and returns everyone viewing (the new
@@ -142,7 +142,7 @@ pub async fn leave(
         .prepare_cached("DELETE FROM viewers WHERE id = ANY($1) RETURNING id, name, since")
         .await?;
     for row in tx.query(&stmt, &[&viewers]).await? {
-        announce(&tx, board, false, &viewer_from(&row)).await?;
+        announce(&tx, board, false, &viewer_from(&row)?).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -166,12 +166,12 @@ pub async fn reap(
              WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = v.instance_id)",
         )
         .await?;
-    let boards: Vec<Uuid> = client
+    let boards = client
         .query(&boards, &[])
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get("board_id"))
+        .collect::<Result<Vec<Uuid>, _>>()?;
     let mut reaped = 0;
     for board in boards.into_iter().map(BoardId) {
         let tx = client.transaction().await?;
@@ -184,7 +184,7 @@ pub async fn reap(
             )
             .await?;
         for row in tx.query(&orphans, &[&board.uuid()]).await? {
-            announce(&tx, board, false, &viewer_from(&row)).await?;
+            announce(&tx, board, false, &viewer_from(&row)?).await?;
             reaped += 1;
         }
         tx.commit().await?;

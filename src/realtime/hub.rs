@@ -133,10 +133,10 @@ impl Hub {
                 tx,
                 ready,
             })
-            .map_err(|_| DbError::Unavailable("the listener hub has stopped".into()))?;
+            .map_err(|_| DbError::unavailable("the listener hub has stopped"))?;
         listening
             .await
-            .map_err(|_| DbError::Unavailable("the listener hub has stopped".into()))??;
+            .map_err(|_| DbError::unavailable("the listener hub has stopped"))??;
         Ok(subscription)
     }
 }
@@ -300,9 +300,7 @@ impl HubTask {
         tx: mpsc::Sender<Delivery>,
     ) -> Result<(), DbError> {
         let Some(listener) = &self.listener else {
-            return Err(DbError::Unavailable(
-                "the shared listener is reconnecting".into(),
-            ));
+            return Err(DbError::unavailable("the shared listener is reconnecting"));
         };
         if !self.boards.contains_key(&board) {
             listener.listen(&[board]).await?;

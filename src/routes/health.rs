@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, http::header, web};
 use serde_json::json;
 
 use super::AppState;
+use crate::db;
 use crate::error::ApiError;
 
 /// 200 while the process runs.
@@ -22,11 +23,7 @@ const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let check = async {
         let client = state.db.client().await.map_err(|e| e.to_string())?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<(), String>(())
+        db::server::ping(&client).await.map_err(|e| e.to_string())
     };
     let database = match tokio::time::timeout(DATABASE_TIMEOUT, check).await {
         Ok(Ok(())) => Ok(()),

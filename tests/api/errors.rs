@@ -708,3 +708,70 @@ async fn a_database_that_is_down_answers_503_and_the_api_recovers() {
     .await;
     assert_eq!(response.status(), 201, "writes work again");
 }
+
+/// A statement the database refuses for a reason that is not an outage (here a CHECK the
+/// schema gained behind the server's back) is a 500. Its log line names the SQLSTATE and
+/// the line of boardcast that met it; the client gets neither, nor any SQL.
+#[tokio::test]
+async fn a_database_error_is_a_500_whose_cause_is_logged_and_never_sent() {
+    let db = crate::helpers::create_database().await;
+    let server = crate::helpers::ServerProcess::start(&db, &[]).await;
+    let http = reqwest::Client::new();
+    let board: Value = http
+        .post(server.url("/api/boards"))
+        .json(&json!({ "title": "drift" }))
+        .send()
+        .await
+        .expect("POST /api/boards")
+        .json()
+        .await
+        .expect("the board");
+    let mut settings = base_settings();
+    settings.database.dbname(&db);
+    let (sql, connection) = settings
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connects to the test database");
+    tokio::spawn(connection);
+    sql.batch_execute("ALTER TABLE notes ADD CONSTRAINT drifted CHECK (text <> 'refused')")
+        .await
+        .expect("adds the constraint");
+
+    let response = http
+        .post(server.url(&format!(
+            "/api/boards/{}/notes",
+            board["id"].as_str().expect("id")
+        )))
+        .json(&json!({ "text": "refused", "x": 10, "y": 20 }))
+        .send()
+        .await
+        .expect("POST a note");
+    let body = expect_error(response, 500, "internal").await;
+    let sent = body.to_string();
+    for secret in [
+        "SQLSTATE",
+        "23514",
+        "drifted",
+        "constraint",
+        "notes",
+        "src/",
+    ] {
+        assert!(
+            !sent.contains(secret),
+            "{secret:?} reached the client: {sent}"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.log_text().lines().any(|line| {
+                line.contains("ERROR")
+                    && line.contains("[SQLSTATE 23514]")
+                    && line.contains(" at src/db/notes.rs:")
+            })
+        })
+        .await,
+        "the log names the SQLSTATE and where it was raised:\n{}",
+        server.log_text()
+    );
+}
