@@ -1,5 +1,5 @@
 //! What the PostgreSQL server says about itself: whether it answers, and how full its
-//! NOTIFY queue is. Kept here so that no SQL lives outside `db/`.
+//! NOTIFY queue is. Kept here, beside the rest of the SQL.
 
 use tokio_postgres::Client;
 
