@@ -67,6 +67,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// HTTP worker threads; `None` is one per core.
     pub workers: Option<usize>,
+    /// The most viewers a board lists and announces one by one (`PRESENCE_LIST_LIMIT`);
+    /// past it the board is a crowd and only its count is sent.
+    pub presence_list_limit: usize,
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -80,6 +83,11 @@ pub const HEARTBEAT_MAX: Duration = Duration::from_secs(45);
 pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 100;
 pub const DEFAULT_EVENT_RETENTION: i64 = 10_000;
 pub const DEFAULT_WRITE_RATE_LIMIT: u32 = 20;
+/// The contract's default `PRESENCE_LIST_LIMIT`.
+pub const DEFAULT_PRESENCE_LIST_LIMIT: usize = 100;
+/// The largest `PRESENCE_LIST_LIMIT` accepted: an opening `presence` event lists this many
+/// viewers (about 100 bytes each), so 10,000 is already a 1 MB event per stream.
+pub const MAX_PRESENCE_LIST_LIMIT: usize = 10_000;
 /// Shared mode's default cap on streams per instance (the contract's number).
 pub const DEFAULT_SHARED_MAX_STREAMS: usize = 10_000;
 
@@ -186,6 +194,10 @@ impl Settings {
                 ),
             },
         )?;
+        let presence_list_limit = match get("PRESENCE_LIST_LIMIT") {
+            None => DEFAULT_PRESENCE_LIST_LIMIT,
+            Some(v) => positive("PRESENCE_LIST_LIMIT", &v, MAX_PRESENCE_LIST_LIMIT)?,
+        };
         let workers = match get("WEB_CONCURRENCY") {
             None => None,
             Some(v) => Some(positive("WEB_CONCURRENCY", &v, 256)?),
@@ -209,6 +221,7 @@ impl Settings {
             cors_origins,
             shutdown_grace,
             workers,
+            presence_list_limit,
         })
     }
 }
@@ -364,6 +377,7 @@ mod tests {
         assert_eq!(s.max_streams_per_client, 100);
         assert_eq!(s.event_retention, 10_000);
         assert_eq!(s.write_rate_limit, 20);
+        assert_eq!(s.presence_list_limit, 100);
         assert!(!s.trust_proxy);
     }
 
@@ -379,6 +393,9 @@ mod tests {
             ("MAX_STREAMS", "-1"),
             ("EVENT_RETENTION", "lots"),
             ("WRITE_RATE_LIMIT", "fast"),
+            ("PRESENCE_LIST_LIMIT", "0"),
+            ("PRESENCE_LIST_LIMIT", "many"),
+            ("PRESENCE_LIST_LIMIT", "10001"),
             ("TRUST_PROXY", "maybe"),
             ("CORS_ORIGINS", "example.com"),
             ("CORS_ORIGINS", "https://ok.example.com, *"),
@@ -388,6 +405,17 @@ mod tests {
             assert_eq!(err.var, var, "{value}");
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn the_presence_list_limit_is_a_bounded_count() {
+        let s = settings(&[("PRESENCE_LIST_LIMIT", " 5 ")]).expect("five");
+        assert_eq!(s.presence_list_limit, 5);
+        let err = settings(&[("PRESENCE_LIST_LIMIT", "-3")]).expect_err("negative");
+        assert_eq!(
+            err.to_string(),
+            "PRESENCE_LIST_LIMIT: must be a whole number from 1 to 10000 (got \"-3\")"
+        );
     }
 
     #[test]

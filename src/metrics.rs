@@ -271,6 +271,13 @@ impl Collector for Machinery {
             i64::from(stats.listener_down()),
         )?;
 
+        gauge(
+            &mut encoder,
+            "crowd_boards",
+            "Boards served here with more viewers than PRESENCE_LIST_LIMIT (sent counts, not lists).",
+            stats.crowd_boards(),
+        )?;
+
         let pool = self.db.pool().status();
         let idle = pool.available;
         let in_use = pool.size.saturating_sub(pool.available);

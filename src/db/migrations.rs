@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "presence",
         sql: include_str!("../../sql/0002_presence.sql"),
     },
+    Migration {
+        version: 3,
+        name: "presence_versions",
+        sql: include_str!("../../sql/0003_presence_versions.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.

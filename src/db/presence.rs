@@ -1,8 +1,13 @@
 //! Presence statements: viewers joining and leaving, instances proving they are alive, and
 //! reaping the viewers of instances that stopped doing so.
+//!
+//! Every change to a board's viewers goes through [`apply`]: one transaction per batch of
+//! joins and leaves, which numbers the change with the board's presence version and
+//! announces it (one NOTIFY per 8000 bytes of viewers). No change reads the viewer list.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -10,7 +15,8 @@ use uuid::Uuid;
 use super::DbError;
 use crate::domain::{
     ids::BoardId,
-    viewer::{Viewer, presence_payload},
+    presence::{Tally, payloads},
+    viewer::Viewer,
 };
 
 fn viewer_from(row: &Row) -> Result<Viewer, DbError> {
@@ -21,30 +27,180 @@ fn viewer_from(row: &Row) -> Result<Viewer, DbError> {
     })
 }
 
-/// Serializes the presence changes of one board. A stream lists the viewers and announces
-/// itself in one locked transaction, so every presence notification it receives before its
-/// own `joined` is already reflected in its list, and every one after is not.
-async fn lock_board(tx: &impl GenericClient, board: BoardId) -> Result<(), DbError> {
-    let stmt = tx
-        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .await?;
-    tx.execute(&stmt, &[&board.to_string()]).await?;
-    Ok(())
+/// Which viewers a batch removes.
+#[derive(Clone, Copy, Debug)]
+pub enum Leaving<'a> {
+    /// These ids (streams that closed); ids already gone are skipped.
+    These(&'a [Uuid]),
+    /// Every viewer of the board whose instance is no longer registered.
+    Orphaned,
 }
 
-async fn announce(
-    tx: &impl GenericClient,
+/// A committed batch: what it changed and the version the board is at after it.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub version: i64,
+    pub joined: Vec<Viewer>,
+    pub left: Vec<Viewer>,
+}
+
+/// Adds `joining` to the board (on `instance`) and removes `leaving`, in one transaction
+/// that takes the board's presence row lock (so a board's changes are serialized and
+/// numbered), and announces the change. Viewers already present are not added twice, and
+/// only the viewers a DELETE actually found are announced as left, so a viewer is never
+/// announced twice. `None` when the board does not exist.
+pub async fn apply(
+    client: &mut deadpool_postgres::Object,
     board: BoardId,
-    joined: bool,
-    viewer: &Viewer,
-) -> Result<(), DbError> {
-    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    joining: &[Viewer],
+    leaving: Leaving<'_>,
+    instance: Uuid,
+    limit: usize,
+) -> Result<Option<Applied>, DbError> {
+    let tx = client.transaction().await?;
+    // KEY SHARE on the board first: a concurrent DELETE of the board then either goes
+    // first (no row: `None`) or waits for this transaction; never a deadlock between the
+    // cascade and this row lock.
+    let lock = tx
+        .prepare_cached(
+            "WITH b AS (SELECT id FROM boards WHERE id = $1 FOR KEY SHARE)
+             INSERT INTO board_presence (board_id) SELECT id FROM b
+             ON CONFLICT (board_id) DO UPDATE SET version = board_presence.version
+             RETURNING version, viewers, crowd",
+        )
+        .await?;
+    let Some(row) = tx.query_opt(&lock, &[&board.uuid()]).await? else {
+        return Ok(None);
+    };
+    let version: i64 = row.try_get("version")?;
+    let before = Tally {
+        count: usize::try_from(row.try_get::<_, i32>("viewers")?).unwrap_or(0),
+        crowd: row.try_get("crowd")?,
+    };
+    let mut applied = Applied {
+        version,
+        ..Applied::default()
+    };
+    if !joining.is_empty() {
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO viewers (id, board_id, instance_id, name, since)
+                 SELECT u.id, $1, $2, u.name, u.since
+                 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[]) AS u(id, name, since)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id",
+            )
+            .await?;
+        let ids: Vec<Uuid> = joining.iter().map(|v| v.id).collect();
+        let names: Vec<&str> = joining.iter().map(|v| v.name.as_str()).collect();
+        let sinces: Vec<DateTime<Utc>> = joining.iter().map(|v| v.since).collect();
+        let inserted = tx
+            .query(&insert, &[&board.uuid(), &instance, &ids, &names, &sinces])
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<std::collections::HashSet<Uuid>, _>>()?;
+        applied.joined = joining
+            .iter()
+            .filter(|v| inserted.contains(&v.id))
+            .cloned()
+            .collect();
+    }
+    let left_rows = match leaving {
+        Leaving::These([]) => Vec::new(),
+        Leaving::These(ids) => {
+            let delete = tx
+                .prepare_cached(
+                    "DELETE FROM viewers WHERE board_id = $1 AND id = ANY($2)
+                     RETURNING id, name, since",
+                )
+                .await?;
+            tx.query(&delete, &[&board.uuid(), &ids]).await?
+        }
+        Leaving::Orphaned => {
+            let delete = tx
+                .prepare_cached(
+                    "DELETE FROM viewers v WHERE board_id = $1
+                       AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = v.instance_id)
+                     RETURNING id, name, since",
+                )
+                .await?;
+            tx.query(&delete, &[&board.uuid()]).await?
+        }
+    };
+    applied.left = left_rows
+        .iter()
+        .map(viewer_from)
+        .collect::<Result<_, _>>()?;
+    applied.left.sort_by_key(|v| (v.since, v.id));
+    let (notices, after) = payloads(version + 1, before, limit, &applied.joined, &applied.left);
+    if notices.is_empty() {
+        tx.commit().await?;
+        return Ok(Some(applied));
+    }
+    applied.version = version + notices.len() as i64;
+    let update = tx
+        .prepare_cached(
+            "UPDATE board_presence SET version = $2, viewers = $3, crowd = $4 WHERE board_id = $1",
+        )
+        .await?;
+    let count = i32::try_from(after.count).unwrap_or(i32::MAX);
     tx.execute(
-        &stmt,
-        &[&board.channel(), &presence_payload(joined, viewer)],
+        &update,
+        &[&board.uuid(), &applied.version, &count, &after.crowd],
     )
     .await?;
-    Ok(())
+    // A function scan yields the array in order, so the NOTIFYs go out in version order.
+    let notify = tx
+        .prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .await?;
+    tx.execute(&notify, &[&board.channel(), &notices]).await?;
+    tx.commit().await?;
+    Ok(Some(applied))
+}
+
+/// A board's presence as of one version: the count, the crowd state and the oldest viewers.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    pub version: i64,
+    pub tally: Tally,
+    /// Oldest first; at most the `limit` asked for (all with `None`).
+    pub viewers: Vec<Viewer>,
+}
+
+/// Reads the board's presence in one statement (one snapshot, so the version, the count and
+/// the list agree): the oldest `limit` viewers, or all of them with `None`.
+pub async fn view(
+    client: &impl GenericClient,
+    board: BoardId,
+    limit: Option<usize>,
+) -> Result<View, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT p.version, p.viewers, p.crowd, v.id, v.name, v.since
+             FROM (SELECT $1::uuid AS board_id) b
+             LEFT JOIN board_presence p ON p.board_id = b.board_id
+             LEFT JOIN LATERAL (
+                 SELECT id, name, since FROM viewers WHERE board_id = b.board_id
+                 ORDER BY since, id LIMIT $2
+             ) v ON true",
+        )
+        .await?;
+    let limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let rows = client.query(&stmt, &[&board.uuid(), &limit]).await?;
+    let mut view = View::default();
+    for row in &rows {
+        view.version = row.try_get::<_, Option<i64>>("version")?.unwrap_or(0);
+        view.tally = Tally {
+            count: usize::try_from(row.try_get::<_, Option<i32>>("viewers")?.unwrap_or(0))
+                .unwrap_or(0),
+            crowd: row.try_get::<_, Option<bool>>("crowd")?.unwrap_or(false),
+        };
+        if row.try_get::<_, Option<Uuid>>("id")?.is_some() {
+            view.viewers.push(viewer_from(row)?);
+        }
+    }
+    Ok(view)
 }
 
 pub async fn register_instance(client: &impl GenericClient, instance: Uuid) -> Result<(), DbError> {
@@ -89,71 +245,13 @@ pub async fn list(client: &impl GenericClient, board: BoardId) -> Result<Vec<Vie
         .collect()
 }
 
-/// Adds the viewer, announces `presence.joined`, and returns everyone viewing (the new
-/// viewer included). `None` when the board does not exist.
-pub async fn join(
-    client: &mut deadpool_postgres::Object,
-    board: BoardId,
-    viewer: &Viewer,
-    instance: Uuid,
-) -> Result<Option<Vec<Viewer>>, DbError> {
-    let tx = client.transaction().await?;
-    lock_board(&tx, board).await?;
-    // KEY SHARE keeps the board from being deleted under us without blocking writes.
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM boards WHERE id = $1 FOR KEY SHARE")
-        .await?;
-    if tx.query_opt(&exists, &[&board.uuid()]).await?.is_none() {
-        return Ok(None);
-    }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO viewers (id, board_id, instance_id, name, since) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET instance_id = excluded.instance_id",
-        )
-        .await?;
-    tx.execute(
-        &insert,
-        &[
-            &viewer.id,
-            &board.uuid(),
-            &instance,
-            &viewer.name,
-            &viewer.since,
-        ],
-    )
-    .await?;
-    let viewers = list(&tx, board).await?;
-    announce(&tx, board, true, viewer).await?;
-    tx.commit().await?;
-    Ok(Some(viewers))
-}
-
-/// Removes viewers of one board and announces each `presence.left`, once: only the
-/// caller whose DELETE found a row announces it.
-pub async fn leave(
-    client: &mut deadpool_postgres::Object,
-    board: BoardId,
-    viewers: &[Uuid],
-) -> Result<(), DbError> {
-    let tx = client.transaction().await?;
-    lock_board(&tx, board).await?;
-    let stmt = tx
-        .prepare_cached("DELETE FROM viewers WHERE id = ANY($1) RETURNING id, name, since")
-        .await?;
-    for row in tx.query(&stmt, &[&viewers]).await? {
-        announce(&tx, board, false, &viewer_from(&row)?).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Forgets instances silent for longer than `stale_after`, then removes the viewers no
-/// live instance owns, announcing each `presence.left` exactly once. Returns how many.
-pub async fn reap(
-    client: &mut deadpool_postgres::Object,
+/// Forgets instances silent for longer than `stale_after`, and returns the boards that
+/// still have viewers of instances no longer registered (for [`apply`] with
+/// [`Leaving::Orphaned`], which announces each departure exactly once).
+pub async fn orphaned_boards(
+    client: &impl GenericClient,
     stale_after: Duration,
-) -> Result<usize, DbError> {
+) -> Result<Vec<BoardId>, DbError> {
     let stale = client
         .prepare_cached("DELETE FROM instances WHERE last_seen < now() - make_interval(secs => $1)")
         .await?;
@@ -172,22 +270,5 @@ pub async fn reap(
         .iter()
         .map(|r| r.try_get("board_id"))
         .collect::<Result<Vec<Uuid>, _>>()?;
-    let mut reaped = 0;
-    for board in boards.into_iter().map(BoardId) {
-        let tx = client.transaction().await?;
-        lock_board(&tx, board).await?;
-        let orphans = tx
-            .prepare_cached(
-                "DELETE FROM viewers v WHERE board_id = $1
-                   AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = v.instance_id)
-                 RETURNING id, name, since",
-            )
-            .await?;
-        for row in tx.query(&orphans, &[&board.uuid()]).await? {
-            announce(&tx, board, false, &viewer_from(&row)?).await?;
-            reaped += 1;
-        }
-        tx.commit().await?;
-    }
-    Ok(reaped)
+    Ok(boards.into_iter().map(BoardId).collect())
 }

@@ -126,8 +126,8 @@ pub enum Notification {
         /// When the write happened, for the delivery latency.
         at: Option<DateTime<Utc>>,
     },
-    /// A viewer joined or left; the payload is the event's data as is.
-    Presence { joined: bool, viewer: uuid::Uuid },
+    /// Viewers joined or left: one versioned batch of a board's presence changes.
+    Presence(super::presence::Batch),
 }
 
 #[derive(Deserialize)]
@@ -138,22 +138,15 @@ struct RawNotification {
     #[serde(default, rename = "ref")]
     reference: bool,
     at: Option<DateTime<Utc>>,
-    viewer: Option<ViewerRef>,
-}
-
-#[derive(Deserialize)]
-struct ViewerRef {
-    id: uuid::Uuid,
 }
 
 impl Notification {
     pub fn parse(payload: &str) -> Option<Notification> {
         let raw: RawNotification = serde_json::from_str(payload).ok()?;
         match raw.kind.as_str() {
-            "presence.joined" | "presence.left" => Some(Notification::Presence {
-                joined: raw.kind == "presence.joined",
-                viewer: raw.viewer?.id,
-            }),
+            super::presence::PRESENCE_TYPE => {
+                super::presence::Batch::parse(payload).map(Notification::Presence)
+            }
             name => Some(Notification::Change {
                 seq: raw.seq?,
                 kind: EventKind::parse(name)?,
@@ -252,18 +245,20 @@ mod tests {
     }
 
     #[test]
-    fn presence_notices_name_their_viewer() {
+    fn presence_notices_carry_their_batch() {
         let viewer = crate::domain::viewer::Viewer {
             id: uuid::Uuid::new_v4(),
             name: "Ana".into(),
             since: Utc::now(),
         };
-        let payload = crate::domain::viewer::presence_payload(false, &viewer);
-        let expected = Notification::Presence {
-            joined: false,
-            viewer: viewer.id,
+        let before = crate::domain::presence::Tally::default();
+        let (payloads, _) =
+            crate::domain::presence::payloads(1, before, 100, std::slice::from_ref(&viewer), &[]);
+        let Some(Notification::Presence(batch)) = Notification::parse(&payloads[0]) else {
+            panic!("a presence notice");
         };
-        assert_eq!(Notification::parse(&payload), Some(expected));
+        assert_eq!(batch.joined, [viewer]);
+        assert_eq!(batch.version, 1);
         assert_eq!(Notification::parse("{\"type\":\"note.created\"}"), None);
         assert_eq!(Notification::parse("not json"), None);
     }

@@ -13,13 +13,3 @@ pub struct Viewer {
     pub name: String,
     pub since: DateTime<Utc>,
 }
-
-/// The NOTIFY payload (and SSE `data`) of `presence.joined` / `presence.left`.
-pub fn presence_payload(joined: bool, viewer: &Viewer) -> String {
-    let kind = if joined {
-        "presence.joined"
-    } else {
-        "presence.left"
-    };
-    serde_json::json!({ "type": kind, "viewer": viewer }).to_string()
-}

@@ -12,7 +12,7 @@
 //! up from the log; `/readyz` answers 503 meanwhile.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -28,18 +28,17 @@ use tokio::{
     },
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
-use uuid::Uuid;
 
 use super::{
     QUEUE_LIMIT,
     listener::{self, Listener, ListenerEvent},
     notification::{Decoded, Delivery, decode},
     presence::Presence,
-    presence_list,
+    roster::{self, Listing, Roster},
     stats::Stats,
 };
 use crate::db::{Database, DbError};
-use crate::domain::ids::BoardId;
+use crate::domain::{ids::BoardId, presence::Batch};
 
 enum Command {
     Subscribe {
@@ -51,6 +50,12 @@ enum Command {
     Unsubscribe {
         board: BoardId,
         id: u64,
+    },
+    /// The board's presence once the roster reflects `version` (a stream's own join).
+    Opening {
+        board: BoardId,
+        version: i64,
+        reply: oneshot::Sender<Arc<Listing>>,
     },
 }
 
@@ -103,6 +108,7 @@ impl Hub {
             listener: Some(listener),
             connected_once: true,
             presence_batches: HashMap::new(),
+            counts_due: HashSet::new(),
             presence_window_ends: None,
             boards: HashMap::new(),
             ping_every: heartbeat.max(Duration::from_secs(5)),
@@ -139,6 +145,21 @@ impl Hub {
             .map_err(|_| DbError::unavailable("the listener hub has stopped"))??;
         Ok(subscription)
     }
+
+    /// The board's presence for a stream's opening, from the instance's roster once it
+    /// reflects `version` (the stream's own join): no read from PostgreSQL.
+    pub async fn opening(&self, board: BoardId, version: i64) -> Result<Arc<Listing>, DbError> {
+        let stopped = || DbError::unavailable("the listener hub has stopped");
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Opening {
+                board,
+                version,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
 }
 
 struct HubTask {
@@ -147,12 +168,40 @@ struct HubTask {
     presence: Arc<Presence>,
     listener: Option<Listener>,
     connected_once: bool,
-    /// Presence changes waiting for the end of their window, per board, and when the
-    /// oldest window ends.
-    presence_batches: HashMap<BoardId, (Vec<Uuid>, Vec<Bytes>)>,
+    /// Presence frames waiting for the end of their window, per board (each with its
+    /// version), and when the oldest window ends.
+    presence_batches: HashMap<BoardId, Vec<(i64, Bytes)>>,
+    /// Crowds whose `presence.count` is waiting for its second to come.
+    counts_due: HashSet<BoardId>,
     presence_window_ends: Option<Instant>,
-    boards: HashMap<BoardId, Vec<(u64, mpsc::Sender<Delivery>)>>,
+    boards: HashMap<BoardId, BoardEntry>,
     ping_every: Duration,
+}
+
+/// What the hub keeps for a board it serves.
+struct BoardEntry {
+    streams: Vec<(u64, mpsc::Sender<Delivery>)>,
+    roster: Roster,
+    /// Openings waiting for the roster to reach their join's version.
+    waiters: Vec<(i64, oneshot::Sender<Arc<Listing>>)>,
+}
+
+impl BoardEntry {
+    /// Answers the openings the roster now reflects.
+    fn answer_waiters(&mut self) {
+        let version = self.roster.version();
+        if self.waiters.iter().all(|(v, _)| *v > version) {
+            return;
+        }
+        let snapshot = self.roster.snapshot();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(v, _)| *v <= version);
+        self.waiters = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(snapshot.clone());
+        }
+    }
 }
 
 impl HubTask {
@@ -163,7 +212,7 @@ impl HubTask {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let presence_due = self.presence_due();
-            let presence_pending = !self.presence_batches.is_empty();
+            let presence_pending = self.presence_window_ends.is_some();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command).await,
@@ -212,27 +261,64 @@ impl HubTask {
         self.presence_window_ends.unwrap_or_else(Instant::now)
     }
 
-    /// Sends each board's gathered presence changes as one event.
+    /// Sends each board's gathered presence frames as one event, with the `presence.count`
+    /// of each crowd whose second has come.
     fn flush_presence(&mut self) {
         self.presence_window_ends = None;
-        for (board, (viewers, frames)) in std::mem::take(&mut self.presence_batches) {
-            let mut joined = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-            let mut ends = Vec::with_capacity(viewers.len());
-            for (viewer, frame) in viewers.into_iter().zip(&frames) {
+        let mut batches = std::mem::take(&mut self.presence_batches);
+        for board in std::mem::take(&mut self.counts_due) {
+            let Some(entry) = self.boards.get_mut(&board) else {
+                continue;
+            };
+            let tally = entry.roster.tally();
+            if let Some(frame) = entry.roster.pacer.take(tally) {
+                let version = entry.roster.version();
+                batches.entry(board).or_default().push((version, frame));
+            } else if entry.roster.pacer.due(tally).is_some() {
+                self.counts_due.insert(board);
+            }
+        }
+        let later: Vec<Instant> = self
+            .counts_due
+            .iter()
+            .filter_map(|board| self.boards.get(board))
+            .filter_map(|entry| entry.roster.pacer.due(entry.roster.tally()))
+            .collect();
+        for due in later {
+            self.schedule(due);
+        }
+        for (board, frames) in batches {
+            let mut joined =
+                bytes::BytesMut::with_capacity(frames.iter().map(|(_, f)| f.len()).sum());
+            let mut ends: Vec<(i64, usize)> = Vec::with_capacity(frames.len());
+            for (version, frame) in &frames {
                 joined.extend_from_slice(frame);
-                ends.push((viewer, joined.len()));
+                match ends.last_mut() {
+                    Some(last) if last.0 == *version => last.1 = joined.len(),
+                    _ => ends.push((*version, joined.len())),
+                }
+            }
+            if joined.is_empty() {
+                continue;
             }
             let event = Delivery::Presence {
-                viewers: ends.into(),
+                ends: ends.into(),
                 frames: joined.freeze(),
             };
             self.send(board, &event);
         }
     }
 
+    /// Makes the presence window end by `at` at the latest.
+    fn schedule(&mut self, at: Instant) {
+        let ends = self.presence_window_ends.get_or_insert(at);
+        *ends = (*ends).min(at);
+    }
+
     fn lose(&mut self) {
         // The full list each stream gets with its resync supersedes these.
         self.presence_batches.clear();
+        self.counts_due.clear();
         self.presence_window_ends = None;
         if self.listener.take().is_some() {
             self.stats.listener_closed();
@@ -256,13 +342,30 @@ impl HubTask {
             );
         }
         for board in boards {
-            let presence = match self.presence.list(board).await {
-                Ok(viewers) => presence_list(&viewers),
-                Err(_) => continue,
+            // Presence announcements were lost too: the roster starts again from the table.
+            let Ok(presence) = self.reload(board).await else {
+                continue;
             };
             self.send(board, &Delivery::Resync { presence });
         }
         Ok(())
+    }
+
+    /// Reads the board's viewers again into its roster; returns the new snapshot.
+    async fn reload(&mut self, board: BoardId) -> Result<Arc<Listing>, DbError> {
+        let view = self.presence.view(board, true).await?;
+        let limit = self.presence.limit();
+        let Some(entry) = self.boards.get_mut(&board) else {
+            return Err(DbError::unavailable("the board left the hub"));
+        };
+        let was_crowd = entry.roster.tally().crowd;
+        entry.roster = Roster::load(view, limit);
+        let crowd = entry.roster.tally().crowd;
+        if crowd != was_crowd {
+            self.stats.crowd_changed(board, crowd);
+        }
+        entry.answer_waiters();
+        Ok(entry.roster.snapshot())
     }
 
     async fn command(&mut self, command: Command) {
@@ -277,17 +380,34 @@ impl HubTask {
                 let _ = ready.send(result);
             }
             Command::Unsubscribe { board, id } => {
-                let Some(streams) = self.boards.get_mut(&board) else {
+                let Some(entry) = self.boards.get_mut(&board) else {
                     return;
                 };
-                streams.retain(|(sid, _)| *sid != id);
-                if streams.is_empty() {
+                entry.streams.retain(|(sid, _)| *sid != id);
+                if entry.streams.is_empty() {
+                    if entry.roster.tally().crowd {
+                        self.stats.crowd_changed(board, false);
+                    }
                     self.boards.remove(&board);
+                    self.presence_batches.remove(&board);
+                    self.counts_due.remove(&board);
                     if let Some(listener) = &self.listener
                         && let Err(e) = listener.unlisten(&[board]).await
                     {
                         log::warn!("UNLISTEN for board {board} failed: {e}");
                     }
+                }
+            }
+            Command::Opening {
+                board,
+                version,
+                reply,
+            } => {
+                // The stream subscribed before it joined, so its board is here; if it is
+                // not (the stream is already gone), dropping `reply` answers.
+                if let Some(entry) = self.boards.get_mut(&board) {
+                    entry.waiters.push((version, reply));
+                    entry.answer_waiters();
                 }
             }
         }
@@ -302,10 +422,34 @@ impl HubTask {
         let Some(listener) = &self.listener else {
             return Err(DbError::unavailable("the shared listener is reconnecting"));
         };
-        if !self.boards.contains_key(&board) {
-            listener.listen(&[board]).await?;
+        if let Some(entry) = self.boards.get_mut(&board) {
+            entry.streams.push((id, tx));
+            return Ok(());
         }
-        self.boards.entry(board).or_default().push((id, tx));
+        // LISTEN first, then read: every presence change after the read is announced to
+        // this hub, and the versions say which announcements the read already reflects.
+        listener.listen(&[board]).await?;
+        let view = match self.presence.view(board, true).await {
+            Ok(view) => view,
+            Err(e) => {
+                if let Some(listener) = &self.listener {
+                    let _ = listener.unlisten(&[board]).await;
+                }
+                return Err(e);
+            }
+        };
+        let roster = Roster::load(view, self.presence.limit());
+        if roster.tally().crowd {
+            self.stats.crowd_changed(board, true);
+        }
+        self.boards.insert(
+            board,
+            BoardEntry {
+                streams: vec![(id, tx)],
+                roster,
+                waiters: Vec::new(),
+            },
+        );
         Ok(())
     }
 
@@ -320,14 +464,8 @@ impl HubTask {
         }
         let event = match decode(&self.db, board, payload).await {
             Decoded::Change(event) => event,
-            Decoded::Presence { viewer, frame } => {
-                // Held for the batch: a crowd arriving costs one wake-up per stream per
-                // window rather than one per viewer.
-                let batch = self.presence_batches.entry(board).or_default();
-                batch.0.push(viewer);
-                batch.1.push(frame);
-                self.presence_window_ends
-                    .get_or_insert_with(|| Instant::now() + PRESENCE_WINDOW);
+            Decoded::Presence(batch) => {
+                self.on_presence(board, &batch).await;
                 return;
             }
             // Gone from the log (pruned or the board deleted) or unreadable for now: the
@@ -337,16 +475,69 @@ impl HubTask {
         self.send(board, &event);
     }
 
+    /// Applies a presence announcement to the board's roster. Per-viewer frames are held
+    /// for the window (a crowd arriving costs one wake-up per stream per window rather than
+    /// one per viewer); a crowd back at the list limit gets its list at once.
+    async fn on_presence(&mut self, board: BoardId, batch: &Batch) {
+        let Some(entry) = self.boards.get_mut(&board) else {
+            return;
+        };
+        let was_crowd = entry.roster.tally().crowd;
+        let (frames, relist) = match entry.roster.apply(batch) {
+            roster::Applied::Stale => return,
+            roster::Applied::Frames { frames, relist } => (frames, relist),
+            roster::Applied::Gap => {
+                log::warn!(
+                    "presence of board {board}: announcement {} out of order; reloading",
+                    batch.version
+                );
+                self.presence_batches.remove(&board);
+                if let Ok(snapshot) = self.reload(board).await {
+                    self.send(board, &Delivery::List(snapshot));
+                }
+                return;
+            }
+        };
+        entry.answer_waiters();
+        let tally = entry.roster.tally();
+        if tally.crowd != was_crowd {
+            self.stats.crowd_changed(board, tally.crowd);
+        }
+        if relist {
+            // The list reflects every frame still waiting in the window.
+            entry.roster.pacer.listed(tally.count);
+            let snapshot = entry.roster.snapshot();
+            self.presence_batches.remove(&board);
+            self.counts_due.remove(&board);
+            self.send(board, &Delivery::List(snapshot));
+            return;
+        }
+        let count_due = entry.roster.pacer.due(tally);
+        if !frames.is_empty() {
+            self.presence_batches
+                .entry(board)
+                .or_default()
+                .push((batch.version, frames));
+            self.schedule(Instant::now() + PRESENCE_WINDOW);
+        }
+        if let Some(due) = count_due {
+            self.counts_due.insert(board);
+            self.schedule(due);
+        }
+    }
+
     /// Offers `event` to every stream of `board`; a stream whose queue is full or closed
     /// leaves the fan-out (dropping its sender ends its subscription).
     fn send(&mut self, board: BoardId, event: &Delivery) {
-        let Some(streams) = self.boards.get_mut(&board) else {
+        let Some(entry) = self.boards.get_mut(&board) else {
             return;
         };
-        streams.retain(|(_, tx)| match tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
-        });
+        entry
+            .streams
+            .retain(|(_, tx)| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
+            });
         // An emptied board is UNLISTENed when its subscriptions' unsubscribes arrive.
     }
 }

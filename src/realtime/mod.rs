@@ -6,6 +6,7 @@ pub mod hub;
 pub mod listener;
 pub mod notification;
 pub mod presence;
+pub mod roster;
 pub mod sse;
 pub mod stats;
 mod stream;
@@ -34,6 +35,7 @@ use crate::domain::{ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
 use hub::Hub;
 use presence::Presence;
+use roster::Listing;
 pub use stats::{CloseReason, Stats};
 
 /// A client more than this many events behind is closed as `slow` (the contract's number).
@@ -161,7 +163,7 @@ impl Live {
             }
         };
         let begun = self.begin(&request).await;
-        let (opening, viewer, viewers) = match begun {
+        let (opening, viewer, presence) = match begun {
             Ok(Some(begun)) => begun,
             failed => {
                 if matches!(source, stream::Source::Dedicated(Some(_))) {
@@ -186,7 +188,7 @@ impl Live {
             }
             Opening::Replay { after, upto } => (after, Some(upto)),
         };
-        let _ = tx.try_send(presence_list(&viewers));
+        let _ = tx.try_send(presence.frame(&viewer));
         self.stats.stream_opened();
         log::info!(
             "stream opened: board={} viewer={:?} ({}) from={}",
@@ -197,12 +199,13 @@ impl Live {
                 .last_event_id
                 .map_or("snapshot".to_string(), |id| format!("id {id}"))
         );
+
         let task = stream::StreamTask {
             db: self.db.clone(),
             board: request.board,
             viewer,
             presence: self.presence.clone(),
-            presence_synced: false,
+            seen: stream::Seen::new(&presence),
             tx,
             source,
             expires_at: request.expires_at.map(|at| {
@@ -243,22 +246,51 @@ impl Live {
         })
     }
 
-    /// Plans the opening, then joins the board's viewers. `None`: no such board.
+    /// Plans the opening, then joins the board's viewers and reads the board's presence as
+    /// of that join. `None`: no such board.
     async fn begin(
         &self,
         request: &OpenRequest,
-    ) -> Result<Option<(Opening, Viewer, Vec<Viewer>)>, DbError> {
+    ) -> Result<Option<(Opening, Viewer, Arc<Listing>)>, DbError> {
         let Some(opening) = self.plan(request.board, request.last_event_id).await? else {
             return Ok(None);
         };
-        let Some((viewer, viewers)) = self
+        let Some((viewer, version)) = self
             .presence
             .join(request.board, request.viewer.clone())
             .await?
         else {
             return Ok(None);
         };
-        Ok(Some((opening, viewer, viewers)))
+        match self.presence_as_of(request.board, version).await {
+            Ok(presence) => Ok(Some((opening, viewer, presence))),
+            Err(e) => {
+                // Joined but never opened: announce the leave in the background.
+                let presence = self.presence.clone();
+                let (board, id) = (request.board, viewer.id);
+                tokio::spawn(async move { presence.leave(board, id).await });
+                Err(e)
+            }
+        }
+    }
+
+    /// The board's presence for an opening, reflecting at least `version`: from the hub's
+    /// roster in shared mode (no list read per join), from the database (capped at the
+    /// list limit) in per-stream mode.
+    async fn presence_as_of(&self, board: BoardId, version: i64) -> Result<Arc<Listing>, DbError> {
+        match &self.hub {
+            Some(hub) => {
+                // The roster reaches `version` as soon as the hub hears the join's NOTIFY;
+                // only a listener outage holds it up.
+                tokio::time::timeout(self.settings.heartbeat * 2, hub.opening(board, version))
+                    .await
+                    .map_err(|_| DbError::unavailable("the shared listener is behind"))?
+            }
+            None => {
+                let view = self.presence.view(board, false).await?;
+                Ok(Arc::new(Listing::from_view(&view)))
+            }
+        }
     }
 
     /// Decides between replay and snapshot in one consistent read. `None`: no such board.
@@ -289,17 +321,6 @@ impl Live {
         let data = json!({ "seq": seq, "board": current, "notes": notes }).to_string();
         Ok(Some(Opening::Snapshot { seq, data }))
     }
-}
-
-/// The `presence` event: everyone viewing the board, serialized straight from the list
-/// (through `serde_json::Value` it was a fifth of the CPU of a crowd arriving).
-fn presence_list(viewers: &[Viewer]) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct List<'a> {
-        viewers: &'a [Viewer],
-    }
-    let data = serde_json::to_string(&List { viewers }).unwrap_or_default();
-    sse::unsequenced("presence", data)
 }
 
 /// Releases a client's stream slot when its stream ends.

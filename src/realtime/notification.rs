@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use super::sse;
+use super::{roster::Listing, sse};
 use crate::db::{Database, events};
 use crate::domain::{
     event::{EventKind, Notification},
     ids::BoardId,
+    presence::Batch,
 };
 
 /// What a stream is handed: frames encoded once, shared by every stream of the board.
@@ -28,37 +28,28 @@ pub enum Delivery {
         /// When the write happened, for the delivery latency.
         at: Option<DateTime<Utc>>,
     },
-    /// Presence changes of one board in order: `frames` is every `presence.joined` /
-    /// `presence.left` frame joined into one `Bytes`, and `viewers` names each frame's
-    /// viewer with the offset where its frame ends. Shared mode gathers them over a short
-    /// window; per-stream mode hands each on alone.
+    /// Presence frames of one board gathered over a short window (shared mode), in
+    /// order: every `presence.joined` / `presence.left` / `presence.count` frame joined
+    /// into one `Bytes`, and `ends` gives, for each presence version the frames belong to,
+    /// the offset where its frames end. A stream skips what its opening already reflected.
     Presence {
-        viewers: Arc<[(Uuid, usize)]>,
+        ends: Arc<[(i64, usize)]>,
         frames: Bytes,
     },
+    /// The board's viewers as of a version: a crowd shrank back to the list limit (or the
+    /// roster was reloaded), so every stream gets a fresh `presence` event.
+    List(Arc<Listing>),
     /// The listener was lost and is back: notifications may be missing, so catch up from
-    /// the log; `presence` is the board's viewer list as it is now.
-    Resync { presence: Bytes },
-}
-
-impl Delivery {
-    /// One presence change on its own.
-    pub fn presence(viewer: Uuid, frame: Bytes) -> Delivery {
-        Delivery::Presence {
-            viewers: [(viewer, frame.len())].into(),
-            frames: frame,
-        }
-    }
+    /// the log; `presence` is the board's presence as it is now.
+    Resync { presence: Arc<Listing> },
 }
 
 /// What one notification becomes.
 pub(super) enum Decoded {
     Change(Delivery),
-    /// Kept apart from changes so that shared mode can gather a board's presence changes.
-    Presence {
-        viewer: Uuid,
-        frame: Bytes,
-    },
+    /// A presence announcement: what it means depends on the board's state, so each
+    /// listener (the hub's roster, or a per-stream task) turns it into frames itself.
+    Presence(Batch),
     /// A reference whose event the log no longer holds (pruned, or the board deleted).
     Missing,
     /// A reference that could not be read: the database did not answer.
@@ -99,17 +90,7 @@ pub(super) async fn decode(db: &Database, board: BoardId, payload: &str) -> Deco
                 at,
             })
         }
-        Some(Notification::Presence { joined, viewer }) => {
-            let name = if joined {
-                "presence.joined"
-            } else {
-                "presence.left"
-            };
-            Decoded::Presence {
-                viewer,
-                frame: sse::unsequenced(name, payload.to_string()),
-            }
-        }
+        Some(Notification::Presence(batch)) => Decoded::Presence(batch),
         None => {
             log::warn!("ignoring an unreadable notification on board {board}");
             Decoded::Unreadable

@@ -1,6 +1,11 @@
 //! Presence across instances: who is viewing which board, kept in PostgreSQL so every
 //! instance of a deployment sees the same list, and cleaned up when an instance vanishes.
 //!
+//! Joins and leaves are written in batches: whatever arrived while the previous batch was
+//! being written goes out together, one transaction and one announcement per board (see
+//! `db::presence::apply`). So a crowd arriving costs a few statements per batch, not a
+//! transaction, a NOTIFY and a list read per viewer; a lone join still goes at once.
+//!
 //! Liveness costs one statement per instance per half heartbeat interval (the instance's
 //! row), not a write per stream. An instance silent for two intervals is reaped by any
 //! other, which announces its viewers' departures: within 2.5 intervals of the death.
@@ -16,62 +21,87 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::{Database, DbError, presence};
+use crate::db::{
+    Database, DbError, DbErrorKind,
+    presence::{self, Applied, Leaving, View},
+};
 use crate::domain::{ids::BoardId, viewer::Viewer};
 
 pub struct Presence {
     db: Database,
     instance: Uuid,
     heartbeat: Duration,
+    /// `PRESENCE_LIST_LIMIT`: past it a board is a crowd.
+    limit: usize,
     /// This instance's viewers, so they can be re-announced if the instance was reaped
     /// while it could not reach the database.
     local: Mutex<HashMap<Uuid, (BoardId, Viewer)>>,
     /// Leaves that failed (database unreachable), retried by the maintenance loop.
     pending_leaves: Mutex<Vec<(BoardId, Uuid)>>,
-    /// Per-board queues for joins (see `join`).
-    turns: Mutex<HashMap<BoardId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Leaves on their way to the batching worker.
-    leaves: mpsc::UnboundedSender<Leave>,
-    leaves_rx: Mutex<Option<mpsc::UnboundedReceiver<Leave>>>,
+    /// Joins and leaves on their way to the batching writer.
+    changes: mpsc::UnboundedSender<Change>,
+    changes_rx: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
 }
 
-struct Leave {
-    board: BoardId,
-    viewer: Uuid,
-    done: oneshot::Sender<()>,
+enum Change {
+    Join {
+        board: BoardId,
+        viewer: Viewer,
+        /// The board's presence version once the join is written; `None`: no such board.
+        done: oneshot::Sender<Result<Option<i64>, DbError>>,
+    },
+    Leave {
+        board: BoardId,
+        viewer: Uuid,
+        done: oneshot::Sender<()>,
+    },
 }
 
-/// The most leaves written in one go; a flood of closes becomes a few transactions.
-const LEAVE_BATCH: usize = 1000;
+/// The most changes taken from the queue for one round of batches.
+const BATCH: usize = 4096;
+
+/// A board's share of one round: its joins and leaves, and who waits on them.
+#[derive(Default)]
+struct BoardBatch {
+    joining: Vec<Viewer>,
+    joined_done: Vec<oneshot::Sender<Result<Option<i64>, DbError>>>,
+    leaving: Vec<Uuid>,
+    left_done: Vec<oneshot::Sender<()>>,
+}
 
 impl Presence {
-    pub fn new(db: Database, heartbeat: Duration) -> Arc<Presence> {
-        let (leaves, leaves_rx) = mpsc::unbounded_channel();
+    pub fn new(db: Database, heartbeat: Duration, limit: usize) -> Arc<Presence> {
+        let (changes, changes_rx) = mpsc::unbounded_channel();
         Arc::new(Presence {
             db,
             instance: Uuid::new_v4(),
             heartbeat,
+            limit,
             local: Mutex::default(),
             pending_leaves: Mutex::default(),
-            turns: Mutex::default(),
-            leaves,
-            leaves_rx: Mutex::new(Some(leaves_rx)),
+            changes,
+            changes_rx: Mutex::new(Some(changes_rx)),
         })
     }
 
-    /// Registers the instance and starts the maintenance loop, which ends with `shutdown`
-    /// and then removes the instance's row.
+    /// `PRESENCE_LIST_LIMIT`.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Registers the instance and starts the writer and the maintenance loop, which ends
+    /// with `shutdown` and then removes the instance's row.
     pub async fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), DbError> {
         let client = self.db.client().await?;
         presence::register_instance(&client, self.instance).await?;
         drop(client);
         let taken = self
-            .leaves_rx
+            .changes_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(leaves) = taken {
-            tokio::spawn(self.clone().write_leaves(leaves));
+        if let Some(changes) = taken {
+            tokio::spawn(self.clone().write_changes(changes));
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -82,7 +112,7 @@ impl Presence {
                     _ = shutdown.cancelled() => break,
                     _ = ticker.tick() => {
                         if let Err(e) = this.maintain().await {
-                            log::warn!("presence maintenance failed: {e}");
+                            log::warn!("presence: maintenance failed: {e}");
                         }
                     }
                 }
@@ -91,32 +121,31 @@ impl Presence {
         Ok(())
     }
 
-    /// Adds a viewer of `board` and returns it with everyone viewing; `None` when the board
-    /// does not exist.
+    /// Adds a viewer of `board` and returns it with the board's presence version once its
+    /// join is written and announced; `None` when the board does not exist.
     pub async fn join(
         &self,
         board: BoardId,
         name: String,
-    ) -> Result<Option<(Viewer, Vec<Viewer>)>, DbError> {
+    ) -> Result<Option<(Viewer, i64)>, DbError> {
         let viewer = Viewer {
             id: Uuid::new_v4(),
             name,
             since: Utc::now(),
         };
-        // Joins of one board take the board's advisory lock in turn. Queue here first, so a
-        // burst of opens waits in memory instead of holding every pooled connection while
-        // it waits on the database (which starved REST requests and gave 503s).
-        let turn = self.board_turn(board);
-        let joined = {
-            let _turn = turn.lock().await;
-            self.join_now(board, &viewer).await
+        let (done, written) = oneshot::channel();
+        let change = Change::Join {
+            board,
+            viewer: viewer.clone(),
+            done,
         };
-        self.release_turn(board, turn);
-        let Some(viewers) = joined? else {
+        let stopped = || DbError::unavailable("the presence writer has stopped");
+        self.changes.send(change).map_err(|_| stopped())?;
+        let Some(version) = written.await.map_err(|_| stopped())?? else {
             return Ok(None);
         };
         self.lock_local().insert(viewer.id, (board, viewer.clone()));
-        Ok(Some((viewer, viewers)))
+        Ok(Some((viewer, version)))
     }
 
     /// Removes a viewer, returning once its leave is written (or queued for a retry when the
@@ -125,8 +154,8 @@ impl Presence {
         self.lock_local().remove(&viewer);
         let (done, written) = oneshot::channel();
         if self
-            .leaves
-            .send(Leave {
+            .changes
+            .send(Change::Leave {
                 board,
                 viewer,
                 done,
@@ -137,34 +166,94 @@ impl Presence {
         }
     }
 
-    /// Writes leaves in batches: everything queued at the moment, one transaction a board.
-    async fn write_leaves(self: Arc<Self>, mut leaves: mpsc::UnboundedReceiver<Leave>) {
-        let mut batch = Vec::new();
-        while leaves.recv_many(&mut batch, LEAVE_BATCH).await > 0 {
-            let mut by_board: HashMap<BoardId, Vec<Uuid>> = HashMap::new();
-            for leave in &batch {
-                by_board.entry(leave.board).or_default().push(leave.viewer);
-            }
-            for (board, viewers) in by_board {
-                if let Err(e) = self.write_leave(board, &viewers).await {
-                    log::warn!("presence: {} leaves deferred: {e}", viewers.len());
-                    self.defer(board, viewers);
-                }
-            }
-            for leave in batch.drain(..) {
-                let _ = leave.done.send(());
-            }
-        }
+    /// The board's presence as the database has it now: the count and the oldest viewers
+    /// (up to the list limit, or all with `all`).
+    pub async fn view(&self, board: BoardId, all: bool) -> Result<View, DbError> {
+        let client = self.db.client().await?;
+        presence::view(&client, board, (!all).then_some(self.limit)).await
     }
 
-    async fn write_leave(&self, board: BoardId, viewers: &[Uuid]) -> Result<(), DbError> {
-        let mut client = self.db.client().await?;
-        presence::leave(&mut client, board, viewers).await
-    }
-
+    /// Every viewer of the board, oldest first (`GET …/presence`).
     pub async fn list(&self, board: BoardId) -> Result<Vec<Viewer>, DbError> {
         let client = self.db.client().await?;
         presence::list(&client, board).await
+    }
+
+    /// Writes changes in rounds: everything queued when a round starts, grouped by board,
+    /// the boards written concurrently (each a transaction of its own).
+    async fn write_changes(self: Arc<Self>, mut changes: mpsc::UnboundedReceiver<Change>) {
+        let mut round = Vec::new();
+        while changes.recv_many(&mut round, BATCH).await > 0 {
+            let mut boards: HashMap<BoardId, BoardBatch> = HashMap::new();
+            for change in round.drain(..) {
+                match change {
+                    Change::Join {
+                        board,
+                        viewer,
+                        done,
+                    } => {
+                        let batch = boards.entry(board).or_default();
+                        batch.joining.push(viewer);
+                        batch.joined_done.push(done);
+                    }
+                    Change::Leave {
+                        board,
+                        viewer,
+                        done,
+                    } => {
+                        let batch = boards.entry(board).or_default();
+                        batch.leaving.push(viewer);
+                        batch.left_done.push(done);
+                    }
+                }
+            }
+            let writes = boards
+                .into_iter()
+                .map(|(board, batch)| self.write_batch(board, batch));
+            futures_util::future::join_all(writes).await;
+        }
+    }
+
+    async fn write_batch(&self, board: BoardId, batch: BoardBatch) {
+        let result = self
+            .apply(board, &batch.joining, Leaving::These(&batch.leaving))
+            .await;
+        match &result {
+            Ok(_) => {}
+            Err(e) if !batch.leaving.is_empty() => {
+                log::warn!("presence: {} leaves deferred: {e}", batch.leaving.len());
+                self.defer(board, batch.leaving);
+            }
+            Err(_) => {}
+        }
+        for done in batch.joined_done {
+            let answer = match &result {
+                Ok(applied) => Ok(applied.as_ref().map(|a| a.version)),
+                Err(e) => Err(for_each_joiner(e)),
+            };
+            let _ = done.send(answer);
+        }
+        for done in batch.left_done {
+            let _ = done.send(());
+        }
+    }
+
+    async fn apply(
+        &self,
+        board: BoardId,
+        joining: &[Viewer],
+        leaving: Leaving<'_>,
+    ) -> Result<Option<Applied>, DbError> {
+        let mut client = self.db.client().await?;
+        presence::apply(
+            &mut client,
+            board,
+            joining,
+            leaving,
+            self.instance,
+            self.limit,
+        )
+        .await
     }
 
     /// Writes the leaves still pending (at shutdown the worker runtimes that drove their
@@ -173,7 +262,7 @@ impl Presence {
     pub async fn stop(&self) {
         let by_board = self.take_pending_leaves();
         for (board, viewers) in by_board {
-            if let Err(e) = self.write_leave(board, &viewers).await {
+            if let Err(e) = self.apply(board, &[], Leaving::These(&viewers)).await {
                 log::warn!(
                     "presence: {} leaves not written at stop ({e}); others will reap them",
                     viewers.len()
@@ -183,30 +272,6 @@ impl Presence {
         if let Ok(client) = self.db.client().await {
             let _ = presence::remove_instance(&client, self.instance).await;
         }
-    }
-
-    /// The in-process queue for one board's joins; dropped once no one waits on it.
-    fn board_turn(&self, board: BoardId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-        turns.entry(board).or_default().clone()
-    }
-
-    /// Gives the turn back, forgetting the board's queue when no one else waits in it.
-    fn release_turn(&self, board: BoardId, turn: Arc<tokio::sync::Mutex<()>>) {
-        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-        drop(turn);
-        if turns.get(&board).is_some_and(|t| Arc::strong_count(t) == 1) {
-            turns.remove(&board);
-        }
-    }
-
-    async fn join_now(
-        &self,
-        board: BoardId,
-        viewer: &Viewer,
-    ) -> Result<Option<Vec<Viewer>>, DbError> {
-        let mut client = self.db.client().await?;
-        presence::join(&mut client, board, viewer, self.instance).await
     }
 
     /// The leaves waiting for a retry, grouped by board (one transaction each).
@@ -237,7 +302,7 @@ impl Presence {
     }
 
     async fn maintain(&self) -> Result<(), DbError> {
-        let mut client = self.db.client().await?;
+        let client = self.db.client().await?;
         if !presence::refresh_instance(&client, self.instance).await? {
             // Others took this instance for dead (it could not reach the database for two
             // intervals) and announced its viewers left; they are still here.
@@ -245,17 +310,22 @@ impl Presence {
                 "presence: this instance was reaped while unreachable; re-announcing its viewers"
             );
             presence::register_instance(&client, self.instance).await?;
-            let local: Vec<(BoardId, Viewer)> = self.lock_local().values().cloned().collect();
-            for (board, viewer) in local {
-                presence::join(&mut client, board, &viewer, self.instance).await?;
+            let mut by_board: HashMap<BoardId, Vec<Viewer>> = HashMap::new();
+            for (board, viewer) in self.lock_local().values().cloned() {
+                by_board.entry(board).or_default().push(viewer);
+            }
+            for (board, viewers) in by_board {
+                self.apply(board, &viewers, Leaving::These(&[])).await?;
             }
         }
+        // `apply` takes its own pooled connection: hold none meanwhile.
+        drop(client);
         let by_board = self.take_pending_leaves();
         let mut failed = None;
         for (board, viewers) in by_board {
             if failed.is_some() {
                 self.defer(board, viewers);
-            } else if let Err(e) = presence::leave(&mut client, board, &viewers).await {
+            } else if let Err(e) = self.apply(board, &[], Leaving::These(&viewers)).await {
                 self.defer(board, viewers);
                 failed = Some(e);
             }
@@ -263,10 +333,28 @@ impl Presence {
         if let Some(e) = failed {
             return Err(e);
         }
-        let reaped = presence::reap(&mut client, self.heartbeat * 2).await?;
+        let orphaned = {
+            let client = self.db.client().await?;
+            presence::orphaned_boards(&client, self.heartbeat * 2).await?
+        };
+        let mut reaped = 0;
+        for board in orphaned {
+            if let Some(applied) = self.apply(board, &[], Leaving::Orphaned).await? {
+                reaped += applied.left.len();
+            }
+        }
         if reaped > 0 {
             log::info!("presence: reaped {reaped} viewers of vanished instances");
         }
         Ok(())
+    }
+}
+
+/// The error of a batch, for each of the joins it carried (`DbError` keeps its source,
+/// which cannot be cloned): the same kind and words.
+fn for_each_joiner(e: &DbError) -> DbError {
+    match e.kind() {
+        DbErrorKind::Unavailable => DbError::unavailable(e.to_string()),
+        DbErrorKind::Query => DbError::query(e.to_string()),
     }
 }

@@ -1,6 +1,10 @@
 //! Counters of the stream machinery, read by `/metrics` and by tests.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::domain::ids::BoardId;
 
 /// Why a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,9 +74,31 @@ pub struct Stats {
     delivery_latency: LatencyHistogram,
     /// Set by the shared listener while it has no working connection; `/readyz` reads it.
     listener_down: AtomicBool,
+    /// Boards served here that are crowds, with how many holders say so (the hub once per
+    /// board; in per-stream mode each stream of the board).
+    crowds: Mutex<HashMap<BoardId, usize>>,
 }
 
 impl Stats {
+    /// A holder's view of `board` changed: it became a crowd (`true`) or stopped being one.
+    /// Calls must come in pairs per holder.
+    pub fn crowd_changed(&self, board: BoardId, crowd: bool) {
+        let mut crowds = self.crowds.lock().unwrap_or_else(|p| p.into_inner());
+        if crowd {
+            *crowds.entry(board).or_default() += 1;
+        } else if let Some(holders) = crowds.get_mut(&board) {
+            *holders -= 1;
+            if *holders == 0 {
+                crowds.remove(&board);
+            }
+        }
+    }
+
+    /// `boardcast_crowd_boards`: boards served here above `PRESENCE_LIST_LIMIT`.
+    pub fn crowd_boards(&self) -> i64 {
+        self.crowds.lock().unwrap_or_else(|p| p.into_inner()).len() as i64
+    }
+
     pub fn stream_opened(&self) {
         self.open.fetch_add(1, Relaxed);
         self.opened.fetch_add(1, Relaxed);

@@ -25,11 +25,17 @@ use super::{
     listener::{Listener, ListenerEvent},
     notification::{self, Decoded, Delivery},
     presence::Presence,
-    presence_list, sse,
+    roster::{CountPacer, Listing, announcement_frames},
+    sse,
     stats::{CloseReason, Stats},
 };
 use crate::db::{Database, DbError, boards, events};
-use crate::domain::{event::EventKind, ids::BoardId, viewer::Viewer};
+use crate::domain::{
+    event::EventKind,
+    ids::BoardId,
+    presence::{Batch, Tally},
+    viewer::Viewer,
+};
 
 /// Events read from the log per query during a replay or catch-up.
 const PAGE: i64 = 256;
@@ -65,9 +71,9 @@ pub(super) struct StreamTask {
     pub board: BoardId,
     pub viewer: Viewer,
     pub presence: Arc<Presence>,
-    /// Presence notifications are dropped until this stream's own `joined` comes back:
-    /// those before it are already in the list it was sent.
-    pub presence_synced: bool,
+    /// Where this stream's presence is: announcements up to its version are already in
+    /// what it was sent.
+    pub seen: Seen,
     pub tx: mpsc::Sender<Bytes>,
     pub source: Source,
     /// The seq of the last event queued for the client.
@@ -83,6 +89,30 @@ pub(super) struct StreamTask {
     pub shutdown: CancellationToken,
     pub stats: Arc<Stats>,
     pub _slots: Slots,
+}
+
+/// The presence a stream has been told of.
+pub(super) struct Seen {
+    /// The board's presence version the stream's last presence frame reflects.
+    pub version: i64,
+    /// Per-stream mode: the board's count and crowd state, the `presence.count` pace, and
+    /// when the next count is due. (In shared mode the hub's roster keeps these.)
+    pub tally: Tally,
+    pub pacer: CountPacer,
+    pub count_due: Option<Instant>,
+}
+
+impl Seen {
+    pub fn new(snapshot: &Listing) -> Seen {
+        let mut pacer = CountPacer::default();
+        pacer.listed(snapshot.tally.count);
+        Seen {
+            version: snapshot.version,
+            tally: snapshot.tally,
+            pacer,
+            count_due: None,
+        }
+    }
 }
 
 /// Whether the client is reading: the queue is non-empty and nothing left it for two
@@ -106,6 +136,9 @@ impl StreamTask {
         self.drop_listener();
         self.source = Source::Dedicated(None);
         self.stats.stream_closed(reason);
+        if self.counts_crowds() && self.seen.tally.crowd {
+            self.stats.crowd_changed(self.board, false);
+        }
         // Then presence, before the body ends: at shutdown the worker may stop right after.
         self.presence.leave(self.board, self.viewer.id).await;
         if matches!(reason, CloseReason::Shutdown | CloseReason::TokenExpired) {
@@ -143,8 +176,12 @@ impl StreamTask {
         let mut reconnect_at: Option<Instant> = None;
         let mut backoff = RECONNECT_FIRST;
         let expires_at = self.expires_at;
+        if self.counts_crowds() && self.seen.tally.crowd {
+            self.stats.crowd_changed(self.board, true);
+        }
 
         loop {
+            let count_due = self.seen.count_due;
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(CloseReason::Shutdown),
@@ -177,7 +214,7 @@ impl StreamTask {
                             backoff = RECONNECT_FIRST;
                             // Notifications sent while no one listened are lost: the log has them.
                             let presence = self.current_presence().await?;
-                            self.resync(presence, progress).await?;
+                            self.resync(&presence, progress).await?;
                         }
                         Err(e) => {
                             log::warn!("re-listening for board {} failed: {e}", self.board);
@@ -185,6 +222,10 @@ impl StreamTask {
                             reconnect_at = Some(Instant::now() + backoff);
                         }
                     }
+                }
+                _ = sleep_until(count_due.unwrap_or_else(Instant::now)), if count_due.is_some() => {
+                    self.seen.count_due = None;
+                    self.pace_count(progress)?;
                 }
                 _ = ticker.tick() => {
                     progress.check(&self.tx)?;
@@ -212,13 +253,20 @@ impl StreamTask {
         }
     }
 
-    async fn current_presence(&self) -> Result<Bytes, CloseReason> {
-        let viewers = self
+    /// Whether this stream keeps `boardcast_crowd_boards` itself (per-stream mode; in
+    /// shared mode the hub does, once per board).
+    fn counts_crowds(&self) -> bool {
+        matches!(self.source, Source::Dedicated(_))
+    }
+
+    /// The board's presence read from the database (per-stream mode, which has no roster).
+    async fn current_presence(&self) -> Result<Listing, CloseReason> {
+        let view = self
             .presence
-            .list(self.board)
+            .view(self.board, false)
             .await
             .map_err(|_| CloseReason::DatabaseUnavailable)?;
-        Ok(presence_list(&viewers))
+        Ok(Listing::from_view(&view))
     }
 
     /// After the listener was lost: the events it missed come from the log, and the
@@ -226,7 +274,7 @@ impl StreamTask {
     /// pruned from the log meanwhile were lost with the listener: `listener_lost`.
     async fn resync(
         &mut self,
-        presence: Bytes,
+        presence: &Listing,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
         let caught_up =
@@ -237,8 +285,61 @@ impl StreamTask {
                     other => other,
                 })?;
         self.stats.replayed(caught_up);
-        self.presence_synced = true;
-        self.push(presence, progress)
+        self.relist(presence, progress)
+    }
+
+    /// Sends the board's full presence (this stream's `you` included) and takes its
+    /// version as what the stream has seen.
+    fn relist(&mut self, presence: &Listing, progress: &mut Progress) -> Result<(), CloseReason> {
+        self.push(presence.frame(&self.viewer), progress)?;
+        self.seen.version = presence.version;
+        self.seen.pacer.listed(presence.tally.count);
+        self.seen.count_due = None;
+        self.set_tally(presence.tally);
+        Ok(())
+    }
+
+    fn set_tally(&mut self, tally: Tally) {
+        if self.counts_crowds() && tally.crowd != self.seen.tally.crowd {
+            self.stats.crowd_changed(self.board, tally.crowd);
+        }
+        self.seen.tally = tally;
+    }
+
+    /// Per-stream mode: turns a presence announcement into this stream's frames, as the
+    /// hub's roster does in shared mode.
+    async fn on_presence(
+        &mut self,
+        batch: &Batch,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        if batch.version <= self.seen.version {
+            return Ok(());
+        }
+        let outcome = batch.outcome(self.presence.limit());
+        if batch.version != self.seen.version + 1 || outcome.relist {
+            // A crowd back at the list limit (or, defensively, a version missing in
+            // between): the list comes from the table, capped at the limit.
+            let current = self.current_presence().await?;
+            return self.relist(&current, progress);
+        }
+        let frames = announcement_frames(&outcome);
+        if !frames.is_empty() {
+            self.push(frames, progress)?;
+        }
+        self.seen.version = batch.version;
+        self.set_tally(outcome.after);
+        self.pace_count(progress)
+    }
+
+    /// Sends the crowd's count if its second has come, or notes when it will.
+    fn pace_count(&mut self, progress: &mut Progress) -> Result<(), CloseReason> {
+        let tally = self.seen.tally;
+        if let Some(frame) = self.seen.pacer.take(tally) {
+            self.push(frame, progress)?;
+        }
+        self.seen.count_due = self.seen.pacer.due(tally);
+        Ok(())
     }
 
     /// A raw notification (per-stream mode): decoded as the hub does, then delivered. A
@@ -251,7 +352,7 @@ impl StreamTask {
     ) -> Result<(), CloseReason> {
         let delivery = match notification::decode(&self.db, self.board, payload).await {
             Decoded::Change(delivery) => delivery,
-            Decoded::Presence { viewer, frame } => Delivery::presence(viewer, frame),
+            Decoded::Presence(batch) => return self.on_presence(&batch, progress).await,
             Decoded::Missing => return Err(CloseReason::HistoryGone),
             Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
             Decoded::Unreadable => return Ok(()),
@@ -278,24 +379,29 @@ impl StreamTask {
                 self.fill_gap(seq, progress).await?;
                 self.deliver(seq, kind, frame, at, progress)
             }
-            Delivery::Presence { viewers, frames } => {
-                let own = viewers.iter().find(|(viewer, _)| *viewer == self.viewer.id);
-                match (own, self.presence_synced) {
-                    (None, true) => self.push(frames, progress),
-                    (None, false) => Ok(()),
-                    // This stream's own join is in the batch: only what follows it is news.
-                    (Some((_, end)), _) => {
-                        self.presence_synced = true;
-                        let rest = frames.slice(*end..);
-                        if rest.is_empty() {
-                            Ok(())
-                        } else {
-                            self.push(rest, progress)
-                        }
-                    }
+            Delivery::Presence { ends, frames } => {
+                // Frames of versions this stream's presence already reflects are skipped.
+                let seen = self.seen.version;
+                let start = ends
+                    .iter()
+                    .take_while(|(version, _)| *version <= seen)
+                    .last()
+                    .map_or(0, |(_, end)| *end);
+                if let Some((last, _)) = ends.last() {
+                    self.seen.version = self.seen.version.max(*last);
                 }
+                if start < frames.len() {
+                    self.push(frames.slice(start..), progress)?;
+                }
+                Ok(())
             }
-            Delivery::Resync { presence } => self.resync(presence, progress).await,
+            Delivery::List(presence) => {
+                if presence.version > self.seen.version {
+                    self.relist(&presence, progress)?;
+                }
+                Ok(())
+            }
+            Delivery::Resync { presence } => self.resync(&presence, progress).await,
         }
     }
 

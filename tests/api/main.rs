@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod boards;
+mod crowd;
 mod edge;
 mod errors;
 mod events;

@@ -177,6 +177,7 @@ async fn metrics_parse_as_prometheus_text_and_name_every_contract_metric() {
         "boardcast_dead_clients_reclaimed_total",
         "boardcast_db_pool_max_connections",
         "boardcast_notify_queue_usage",
+        "boardcast_crowd_boards",
     ] {
         assert!(metrics.value(name, &[]).is_some(), "{name} is exposed");
     }

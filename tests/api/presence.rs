@@ -169,7 +169,8 @@ async fn viewers_of_a_killed_instance_are_reported_left_once_by_the_survivor() {
 
 #[tokio::test]
 async fn presence_events_grow_linearly_with_viewers() {
-    let app = spawn_app().await;
+    // Listed one by one: the list limit is above the 500 viewers here.
+    let app = crate::helpers::spawn_app_with(|s| s.presence_list_limit = 1000).await;
     let board = app.board_id().await;
     let n = 500;
     let mut streams = Vec::new();
