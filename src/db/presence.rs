@@ -139,17 +139,12 @@ pub async fn apply(
         return Ok(Some(applied));
     }
     applied.version = version + notices.len() as i64;
+    // The count itself is kept by the table's trigger (sql/0003), from the rows.
     let update = tx
-        .prepare_cached(
-            "UPDATE board_presence SET version = $2, viewers = $3, crowd = $4 WHERE board_id = $1",
-        )
+        .prepare_cached("UPDATE board_presence SET version = $2, crowd = $3 WHERE board_id = $1")
         .await?;
-    let count = i32::try_from(after.count).unwrap_or(i32::MAX);
-    tx.execute(
-        &update,
-        &[&board.uuid(), &applied.version, &count, &after.crowd],
-    )
-    .await?;
+    tx.execute(&update, &[&board.uuid(), &applied.version, &after.crowd])
+        .await?;
     // A function scan yields the array in order, so the NOTIFYs go out in version order.
     let notify = tx
         .prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")

@@ -496,3 +496,62 @@ async fn a_crowd_arriving_250_at_a_time_is_never_cut_and_gets_every_change() {
     }
     println!("{n} streams opened in {opened_in:?} while {written} notes were written");
 }
+
+#[tokio::test]
+async fn a_viewer_row_written_outside_the_batches_is_counted_and_reaped_exactly() {
+    // What an older version still running during a deploy does: a viewers row with no
+    // versioned announcement, here of an instance that is gone. The count follows the rows
+    // (the table's trigger), and the reaper's announcement brings every stream back to the
+    // truth.
+    let app = spawn_app_with(|_| {}).await;
+    let board = app.board_id().await;
+    let mut stream = open(&app, &board, "v1").await;
+    let mut seen = Seen::default();
+    opening(&mut stream, &mut seen).await;
+    let sql = app.sql().await;
+    sql.execute(
+        "INSERT INTO viewers (id, board_id, instance_id, name) VALUES ($1, $2, $3, 'ghost')",
+        &[
+            &uuid::Uuid::new_v4(),
+            &uuid::Uuid::parse_str(&board).expect("uuid"),
+            &uuid::Uuid::new_v4(),
+        ],
+    )
+    .await
+    .expect("insert a row as an older version would");
+    assert_eq!(
+        counted(&sql, &board).await,
+        2,
+        "the trigger counts rows however written"
+    );
+    // Reaped within a few heartbeats (its instance is not registered).
+    assert!(
+        eventually(HEARTBEAT * 8, || async { counted(&sql, &board).await == 1 }).await,
+        "the ghost is reaped"
+    );
+    read_until(&mut stream, &mut seen, HEARTBEAT * 8, |s| {
+        s.count == Some(1) && s.names() == names(&["v1"])
+    })
+    .await;
+    let mut second = open(&app, &board, "v2").await;
+    let mut second_seen = Seen::default();
+    opening(&mut second, &mut second_seen).await;
+    assert_eq!(second_seen.lists, [(2, 2)]);
+    read_until(&mut stream, &mut seen, HEARTBEAT * 8, |s| {
+        s.count == Some(2)
+    })
+    .await;
+    assert_eq!(seen.names(), names(&["v1", "v2"]));
+}
+
+/// The count the `board_presence` row holds.
+async fn counted(sql: &tokio_postgres::Client, board: &str) -> i32 {
+    let board = uuid::Uuid::parse_str(board).expect("uuid");
+    sql.query_one(
+        "SELECT viewers FROM board_presence WHERE board_id = $1",
+        &[&board],
+    )
+    .await
+    .expect("count")
+    .get(0)
+}
