@@ -271,6 +271,19 @@ impl Collector for Machinery {
             i64::from(stats.listener_down()),
         )?;
 
+        let (presence_writes, presence_changes) = stats.presence_writes();
+        counter(
+            &mut encoder,
+            "presence_writes",
+            "Presence transactions written by this instance (each carries a batch of joins and leaves of one board).",
+            presence_writes,
+        )?;
+        counter(
+            &mut encoder,
+            "presence_changes",
+            "Joins and leaves written by this instance's presence transactions.",
+            presence_changes,
+        )?;
         gauge(
             &mut encoder,
             "crowd_boards",

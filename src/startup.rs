@@ -72,7 +72,12 @@ impl Application {
         let shutdown = CancellationToken::new();
         let stats = Arc::new(Stats::default());
         let metrics = web::Data::new(Metrics::new(stats.clone(), db.clone(), &budget));
-        let presence = Presence::new(db.clone(), settings.heartbeat, settings.presence_list_limit);
+        let presence = Presence::new(
+            db.clone(),
+            stats.clone(),
+            settings.heartbeat,
+            settings.presence_list_limit,
+        );
         presence
             .start(shutdown.clone())
             .await

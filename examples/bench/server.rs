@@ -173,6 +173,29 @@ impl Server {
         v["seq"].as_i64().ok_or_else(|| "board without seq".into())
     }
 
+    /// How presence was written: transactions and changes (joins + leaves) from /metrics,
+    /// and the round trips each transaction makes (`db::presence::apply`: BEGIN, the row
+    /// lock, INSERT, UPDATE, one SELECT of every pg_notify, COMMIT; a DELETE with leaves).
+    pub async fn presence_writes(&self) -> String {
+        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+            return "metrics unavailable".into();
+        };
+        let text = r.text().await.unwrap_or_default();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let writes = value("boardcast_presence_writes_total");
+        let changes = value("boardcast_presence_changes_total");
+        format!(
+            "presence writes: {changes} joins/leaves in {writes} transactions ({:.1} per transaction, {:.2} statements per change)",
+            changes / writes.max(1.0),
+            6.0 * writes / changes.max(1.0)
+        )
+    }
+
     /// `boardcast_streams_closed_total` by reason and `boardcast_streams_open`, from /metrics.
     pub async fn stream_counts(&self) -> String {
         let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {

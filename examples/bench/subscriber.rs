@@ -41,8 +41,10 @@ pub struct SubOutcome {
     /// Receive time of seqs 1..=track (index = seq; 0: not received).
     pub times: Vec<u64>,
     pub heartbeats: u32,
-    /// `presence`, `presence.joined` and `presence.left` events.
+    /// `presence`, `presence.joined`, `presence.left` and `presence.count` events.
     pub presence: u64,
+    /// The SSE text of those events (their lines and the blank line ending each).
+    pub presence_bytes: u64,
     pub bytes: u64,
 }
 
@@ -74,6 +76,8 @@ pub struct Sub {
     pub line_len: usize,
     /// 0: no event with an id yet; 1: inside the first (the snapshot); 2: snapshot done.
     pub snapshot: u8,
+    /// Inside a presence event: its lines count as presence bytes.
+    pub in_presence: bool,
 }
 
 impl Sub {
@@ -94,6 +98,7 @@ impl Sub {
             line_prefix: 0,
             line_len: 0,
             snapshot: 0,
+            in_presence: false,
         }
     }
 
@@ -206,7 +211,11 @@ impl Sub {
         let prefix = self.line_prefix;
         self.line_len = 0;
         self.line_prefix = 0;
+        if self.in_presence {
+            self.out.presence_bytes += len as u64 + 1;
+        }
         if len == 0 || (len == 1 && self.line[0] == b'\r') {
+            self.in_presence = false;
             if self.snapshot == 1 {
                 self.snapshot = 2;
                 self.out.snapshot_ns = self.now;
@@ -230,6 +239,8 @@ impl Sub {
             self.out.heartbeats += 1;
         } else if line.starts_with(b"event: presence") {
             self.out.presence += 1;
+            self.in_presence = true;
+            self.out.presence_bytes += len as u64 + 1;
         }
     }
 

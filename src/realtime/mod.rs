@@ -40,6 +40,8 @@ pub use stats::{CloseReason, Stats};
 
 /// A client more than this many events behind is closed as `slow` (the contract's number).
 pub const QUEUE_LIMIT: usize = 1024;
+/// The longest an opening waits for the shared hub to hear its own join.
+const OPENING_WAIT: Duration = Duration::from_secs(10);
 /// The `retry:` a stream opens with: how long EventSource waits before reconnecting.
 pub const OPENING_RETRY: Duration = Duration::from_millis(2000);
 
@@ -281,8 +283,9 @@ impl Live {
         match &self.hub {
             Some(hub) => {
                 // The roster reaches `version` as soon as the hub hears the join's NOTIFY;
-                // only a listener outage holds it up.
-                tokio::time::timeout(self.settings.heartbeat * 2, hub.opening(board, version))
+                // only a listener outage (or a hub far behind) holds it up, and then the
+                // client gets 503 + Retry-After rather than a hang.
+                tokio::time::timeout(OPENING_WAIT, hub.opening(board, version))
                     .await
                     .map_err(|_| DbError::unavailable("the shared listener is behind"))?
             }

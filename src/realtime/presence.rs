@@ -16,11 +16,12 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::stats::Stats;
 use crate::db::{
     Database, DbError, DbErrorKind,
     presence::{self, Applied, Leaving, View},
@@ -29,6 +30,7 @@ use crate::domain::{ids::BoardId, viewer::Viewer};
 
 pub struct Presence {
     db: Database,
+    stats: Arc<Stats>,
     instance: Uuid,
     heartbeat: Duration,
     /// `PRESENCE_LIST_LIMIT`: past it a board is a crowd.
@@ -70,10 +72,16 @@ struct BoardBatch {
 }
 
 impl Presence {
-    pub fn new(db: Database, heartbeat: Duration, limit: usize) -> Arc<Presence> {
+    pub fn new(
+        db: Database,
+        stats: Arc<Stats>,
+        heartbeat: Duration,
+        limit: usize,
+    ) -> Arc<Presence> {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Arc::new(Presence {
             db,
+            stats,
             instance: Uuid::new_v4(),
             heartbeat,
             limit,
@@ -131,7 +139,9 @@ impl Presence {
         let viewer = Viewer {
             id: Uuid::new_v4(),
             name,
-            since: Utc::now(),
+            // PostgreSQL keeps microseconds: the time every instance reads back from the
+            // table must be the one announced.
+            since: Utc::now().trunc_subsecs(6),
         };
         let (done, written) = oneshot::channel();
         let change = Change::Join {
@@ -245,7 +255,7 @@ impl Presence {
         leaving: Leaving<'_>,
     ) -> Result<Option<Applied>, DbError> {
         let mut client = self.db.client().await?;
-        presence::apply(
+        let applied = presence::apply(
             &mut client,
             board,
             joining,
@@ -253,7 +263,14 @@ impl Presence {
             self.instance,
             self.limit,
         )
-        .await
+        .await?;
+        if let Some(applied) = &applied
+            && !(applied.joined.is_empty() && applied.left.is_empty())
+        {
+            self.stats
+                .presence_written(applied.joined.len() + applied.left.len());
+        }
+        Ok(applied)
     }
 
     /// Writes the leaves still pending (at shutdown the worker runtimes that drove their

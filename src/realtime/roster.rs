@@ -8,7 +8,11 @@
 //! it; each stream turns the announcements into frames itself and reads the (capped) list
 //! from the database only when it needs one.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -122,6 +126,8 @@ pub struct Roster {
     limit: usize,
     /// Oldest first, as the opening lists them.
     viewers: BTreeMap<(DateTime<Utc>, Uuid), Viewer>,
+    /// Each viewer's key in `viewers`: a departure is found by its id alone.
+    keys: HashMap<Uuid, (DateTime<Utc>, Uuid)>,
     /// The snapshot of the current version, kept while nothing changes it.
     snapshot: Option<Arc<Listing>>,
     /// The listed part of the last snapshot (its last key), so a change past it (a crowd's
@@ -139,6 +145,7 @@ impl Roster {
             .into_iter()
             .map(|v| ((v.since, v.id), v))
             .collect::<BTreeMap<_, _>>();
+        let keys = viewers.keys().map(|key| (key.1, *key)).collect();
         let mut pacer = CountPacer::default();
         pacer.listed(view.tally.count);
         Roster {
@@ -150,6 +157,7 @@ impl Roster {
             },
             limit,
             viewers,
+            keys,
             snapshot: None,
             listed_until: None,
             list: None,
@@ -175,13 +183,18 @@ impl Roster {
         }
         let outcome = batch.outcome(self.limit);
         for viewer in &batch.joined {
-            self.viewers
-                .insert((viewer.since, viewer.id), viewer.clone());
-            self.touch(viewer);
+            let key = (viewer.since, viewer.id);
+            if let Some(old) = self.keys.insert(viewer.id, key) {
+                self.viewers.remove(&old);
+            }
+            self.viewers.insert(key, viewer.clone());
+            self.touch(key);
         }
         for viewer in &batch.left {
-            self.touch(viewer);
-            self.viewers.remove(&(viewer.since, viewer.id));
+            if let Some(key) = self.keys.remove(&viewer.id) {
+                self.touch(key);
+                self.viewers.remove(&key);
+            }
         }
         self.version = batch.version;
         self.tally = Tally {
@@ -198,8 +211,7 @@ impl Roster {
     /// Forgets the encoded list if `viewer` is (or was) in it: called after a join and
     /// before a leave, so with more than `limit` viewers a key past the listed ones cannot
     /// have moved the first `limit`.
-    fn touch(&mut self, viewer: &Viewer) {
-        let key = (viewer.since, viewer.id);
+    fn touch(&mut self, key: (DateTime<Utc>, Uuid)) {
         let beyond =
             self.viewers.len() > self.limit && self.listed_until.is_some_and(|last| key > last);
         if !beyond {
@@ -288,6 +300,23 @@ mod tests {
             roster.apply(&batch(4, 4, true, vec![])),
             Applied::Gap
         ));
+    }
+
+    #[test]
+    fn a_departure_is_found_by_its_id_whatever_precision_its_time_came_back_with() {
+        use chrono::SubsecRound;
+        let mut roster = Roster::load(View::default(), 10);
+        let joined = viewer(0);
+        roster.apply(&batch(1, 0, false, vec![joined.clone()]));
+        let mut left = joined.clone();
+        left.since = left.since.trunc_subsecs(3);
+        let leave = Batch {
+            left: vec![left],
+            ..batch(2, 1, false, vec![])
+        };
+        assert!(matches!(roster.apply(&leave), Applied::Frames { .. }));
+        assert_eq!(roster.tally().count, 0);
+        assert_eq!(listed(&roster.snapshot()), Vec::<String>::new());
     }
 
     #[test]

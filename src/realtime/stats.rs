@@ -77,6 +77,9 @@ pub struct Stats {
     /// Boards served here that are crowds, with how many holders say so (the hub once per
     /// board; in per-stream mode each stream of the board).
     crowds: Mutex<HashMap<BoardId, usize>>,
+    /// Presence transactions written, and the joins and leaves they carried.
+    presence_writes: AtomicU64,
+    presence_changes: AtomicU64,
 }
 
 impl Stats {
@@ -92,6 +95,20 @@ impl Stats {
                 crowds.remove(&board);
             }
         }
+    }
+
+    /// One presence transaction carried `changes` joins and leaves.
+    pub fn presence_written(&self, changes: usize) {
+        self.presence_writes.fetch_add(1, Relaxed);
+        self.presence_changes.fetch_add(changes as u64, Relaxed);
+    }
+
+    /// (`boardcast_presence_writes_total`, `boardcast_presence_changes_total`).
+    pub fn presence_writes(&self) -> (u64, u64) {
+        (
+            self.presence_writes.load(Relaxed),
+            self.presence_changes.load(Relaxed),
+        )
     }
 
     /// `boardcast_crowd_boards`: boards served here above `PRESENCE_LIST_LIMIT`.

@@ -156,7 +156,11 @@ async fn open(app: &TestApp, board: &str, name: &str) -> SseClient {
         .send()
         .await
         .expect("GET events");
-    assert_eq!(response.status(), 200, "{name} opens");
+    if response.status() != 200 {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        panic!("{name} did not open: {status} {body}");
+    }
     SseClient::new(response)
 }
 
@@ -193,15 +197,7 @@ async fn read_until(
 }
 
 async fn crowd_boards(app: &TestApp) -> f64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix("boardcast_crowd_boards "))
         .and_then(|v| v.trim().parse().ok())
@@ -461,15 +457,7 @@ async fn a_crowd_arriving_250_at_a_time_is_never_cut_and_gets_every_change() {
     let last_seq = board_now["seq"].as_i64().expect("seq");
     // The count converges within a second of the last change; give the readers time.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     let closed: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("boardcast_streams_closed_total{"))

@@ -708,15 +708,7 @@ async fn max_streams_defaults_to_what_postgres_leaves_or_ten_thousand_when_share
         }
         boardcast::config::ListenerMode::Shared => 10_000,
     };
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     let max: i64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("boardcast_streams_max "))

@@ -235,6 +235,18 @@ impl TestApp {
             .expect("a JSON answer")
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `127.0.0.1:<port>`, for raw TCP clients.
     pub fn socket_addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)

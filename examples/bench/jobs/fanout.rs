@@ -140,6 +140,7 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
     }
     let seq = server.board_seq(&board).await.unwrap_or(-1);
     let counts = server.stream_counts().await;
+    let presence_writes = server.presence_writes().await;
     let open_secs = crowd.open_secs;
     let open_line = format!(
         "  opening: subscribers had received {:.1} MiB when the last opened; CPU {}",
@@ -149,6 +150,8 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
     let subs = crowd.finish().await;
     server.stop(ctx).await;
     let presence_events: u64 = subs.iter().map(|s| s.presence).sum();
+    let presence_bytes: u64 = subs.iter().map(|s| s.presence_bytes).sum();
+    let most_presence = subs.iter().map(|s| s.presence_bytes).max().unwrap_or(0);
 
     if seq != MESSAGES as i64 || bad_posts > 0 {
         log(format!(
@@ -224,8 +227,11 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
         row.rss_per_stream_kib
     ));
     ctx.out(format!(
-        "{open_line}; presence events received in all: {presence_events} ({:.0} per subscriber)",
-        presence_events as f64 / subs.len().max(1) as f64
+        "{open_line}; presence events received in all: {presence_events} ({:.0} per subscriber); presence bytes per subscriber: mean {:.1} KiB, most {:.1} KiB; {}",
+        presence_events as f64 / subs.len().max(1) as f64,
+        presence_bytes as f64 / subs.len().max(1) as f64 / 1024.0,
+        most_presence as f64 / 1024.0,
+        presence_writes,
     ));
     Ok(row)
 }
