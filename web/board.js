@@ -27,6 +27,7 @@ import {
   toast,
   token,
 } from "./api.js";
+import { checkSignIn } from "./signin.js";
 
 adoptTokenFromFragment();
 
@@ -1146,12 +1147,14 @@ $("name-form").addEventListener("submit", (ev) => {
 
 meButton.addEventListener("click", askName);
 
-function start() {
+async function start() {
   applyPan();
   if (!UUID_RE.test(boardId)) {
     showGone("This address does not name a board.");
     return;
   }
+  // Auth on and no usable token: say how to get in before asking for a name.
+  if (!(await checkSignIn())) return;
   myName = savedName();
   if (myName) {
     showMe();

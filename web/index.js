@@ -1,6 +1,7 @@
 // The board list: newest first, a form to create one, links to /b/{id}.
 
 import { adoptTokenFromFragment, api, describeError, relativeTime, toast } from "./api.js";
+import { signInNeeded } from "./signin.js";
 
 adoptTokenFromFragment();
 
@@ -57,7 +58,7 @@ async function load(reset) {
         : `${list.children.length}${next ? "+" : ""} board${list.children.length === 1 ? "" : "s"}, newest first.`;
   } catch (e) {
     status.textContent = "The boards could not be loaded.";
-    toast(describeError(e), "error");
+    if (!signInNeeded(e)) toast(describeError(e), "error");
   } finally {
     loading = false;
   }

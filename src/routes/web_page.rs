@@ -53,6 +53,7 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "api.js" => (JAVASCRIPT, include_bytes!("../../web/api.js")),
         "board.js" => (JAVASCRIPT, include_bytes!("../../web/board.js")),
         "index.js" => (JAVASCRIPT, include_bytes!("../../web/index.js")),
+        "signin.js" => (JAVASCRIPT, include_bytes!("../../web/signin.js")),
         "icon.svg" => (SVG, include_bytes!("../../web/icon.svg")),
         _ => return None,
     };
@@ -139,6 +140,7 @@ mod tests {
             ("api.js", "text/javascript"),
             ("board.js", "text/javascript"),
             ("index.js", "text/javascript"),
+            ("signin.js", "text/javascript"),
             ("icon.svg", "image/svg+xml"),
         ] {
             let asset = static_asset(name).unwrap_or_else(|| panic!("{name} is listed"));
