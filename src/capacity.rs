@@ -7,6 +7,7 @@
 //! [`StreamBudget`], so they cannot disagree.
 
 use crate::config::{DEFAULT_SHARED_MAX_STREAMS, ListenerMode, Settings};
+pub use crate::db::server::ConnectionLimits;
 
 /// Connections kept free in per-stream mode for other instances, `migrate` and operators.
 pub const CONNECTION_RESERVE: usize = 10;
@@ -15,76 +16,27 @@ pub const FEW_STREAMS: usize = 10;
 /// Connections a suggested `MAX_STREAMS` leaves for the release phase and a `psql` session.
 const OPERATOR_HEADROOM: usize = 2;
 
-/// What the database allows this role to open, read once at start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// `max_connections`.
-    pub max_connections: usize,
-    /// `superuser_reserved_connections` plus, from PostgreSQL 16, `reserved_connections`:
-    /// slots an ordinary role can never take.
-    pub reserved: usize,
-    /// The role's `CONNECTION LIMIT` (`pg_roles.rolconnlimit`), if it has one.
-    pub role_limit: Option<usize>,
-    /// The database's `CONNECTION LIMIT` (`pg_database.datconnlimit`), if it has one.
-    pub database_limit: Option<usize>,
-}
-
-impl ConnectionLimits {
-    /// Reads the limits over `client`. A hosted plan may cap the role or the database
-    /// below what `max_connections` says, so all three are read.
-    pub async fn read(client: &tokio_postgres::Client) -> Result<ConnectionLimits, String> {
-        let row = client
-            .query_one(
-                "SELECT current_setting('max_connections')::int AS max_connections, \
-                        current_setting('superuser_reserved_connections')::int \
-                          + COALESCE(current_setting('reserved_connections', true), '0')::int \
-                          AS reserved, \
-                        (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user) \
-                          AS role_limit, \
-                        (SELECT datconnlimit FROM pg_database WHERE datname = current_database()) \
-                          AS database_limit",
-                &[],
-            )
-            .await
-            .map_err(|e| format!("cannot read the database's connection limits: {e}"))?;
-        // By column name; -1 (or no row) means no limit.
-        let column = |name: &str| {
-            row.try_get::<_, Option<i32>>(name)
-                .map_err(|e| format!("cannot read the database's {name}: {e}"))
-        };
-        let count =
-            |name: &str| column(name).map(|v| v.map_or(0, |v| usize::try_from(v).unwrap_or(0)));
-        let limit = |name: &str| column(name).map(|v| v.and_then(|v| usize::try_from(v).ok()));
-        Ok(ConnectionLimits {
-            max_connections: count("max_connections")?,
-            reserved: count("reserved")?,
-            role_limit: limit("role_limit")?,
-            database_limit: limit("database_limit")?,
-        })
-    }
-
-    /// The connections this role can open in all, and a phrase saying which limit binds
-    /// (with its numbers). Conservative: the role and database limits are applied even to
-    /// a superuser, whom PostgreSQL would let past them.
-    pub fn usable(&self) -> (usize, String) {
-        let server = self.max_connections.saturating_sub(self.reserved);
-        let mut best = (
-            server,
-            format!(
-                "max_connections={} less {} reserved",
-                self.max_connections, self.reserved
-            ),
-        );
-        for (limit, what) in [
-            (self.role_limit, "the role's CONNECTION LIMIT"),
-            (self.database_limit, "the database's CONNECTION LIMIT"),
-        ] {
-            if let Some(n) = limit.filter(|n| *n < best.0) {
-                best = (n, format!("{what} {n}"));
-            }
+/// The connections this role can open in all, and a phrase saying which limit binds (with
+/// its numbers). Conservative: the role and database limits are applied even to a
+/// superuser, whom PostgreSQL would let past them.
+fn usable_connections(limits: &ConnectionLimits) -> (usize, String) {
+    let server = limits.max_connections.saturating_sub(limits.reserved);
+    let mut best = (
+        server,
+        format!(
+            "max_connections={} less {} reserved",
+            limits.max_connections, limits.reserved
+        ),
+    );
+    for (limit, what) in [
+        (limits.role_limit, "the role's CONNECTION LIMIT"),
+        (limits.database_limit, "the database's CONNECTION LIMIT"),
+    ] {
+        if let Some(n) = limit.filter(|n| *n < best.0) {
+            best = (n, format!("{what} {n}"));
         }
-        best
     }
+    best
 }
 
 /// Where a [`StreamBudget`]'s cap comes from.
@@ -136,7 +88,7 @@ impl StreamBudget {
             (None, None) => (DEFAULT_SHARED_MAX_STREAMS, Source::SharedDefault),
             // Never 0: one stream still lets an operator see the board work.
             (None, Some(l)) => (
-                l.usable()
+                usable_connections(l)
                     .0
                     .saturating_sub(settings.pool_size + CONNECTION_RESERVE)
                     .max(1),
@@ -166,7 +118,7 @@ impl StreamBudget {
                 "shared mode's default; one LISTEN connection serves them all".to_string()
             }
             (Source::Connections, Some(l)) => {
-                let (usable, binds) = l.usable();
+                let (usable, binds) = usable_connections(l);
                 format!(
                     "one connection each: {binds} leaves {usable}, less DATABASE_POOL_SIZE={} \
                      and a reserve of {CONNECTION_RESERVE}",
@@ -186,7 +138,7 @@ impl StreamBudget {
     /// or fewer than `MAX_STREAMS` asks for: what to set, with this database's numbers.
     pub fn warning(&self) -> Option<String> {
         let limits = self.limits.as_ref()?;
-        let (usable, binds) = limits.usable();
+        let (usable, binds) = usable_connections(limits);
         let fits = usable.saturating_sub(self.pool_size + OPERATOR_HEADROOM);
         let advice = format!(
             "Set LISTENER=shared (one connection for every stream: DATABASE_POOL_SIZE+1 = {} \

@@ -6,7 +6,7 @@ use std::{net::TcpListener, sync::Arc, time::Duration};
 use actix_web::{App, HttpServer, dev::Server, middleware, rt::net::TcpStream, web};
 use tokio_util::sync::CancellationToken;
 
-use crate::capacity::{ConnectionLimits, StreamBudget};
+use crate::capacity::StreamBudget;
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, migrations};
 use crate::metrics::{self, Metrics};
@@ -59,9 +59,13 @@ impl Application {
         // when the number asked for cannot be opened.
         let limits = match settings.listener {
             ListenerMode::PerStream => Some(
-                ConnectionLimits::read(&client)
+                crate::db::server::connection_limits(&client)
                     .await
-                    .map_err(StartError::Database)?,
+                    .map_err(|e| {
+                        StartError::Database(format!(
+                            "cannot read the database's connection limits: {e}"
+                        ))
+                    })?,
             ),
             ListenerMode::Shared => None,
         };
