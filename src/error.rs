@@ -4,7 +4,7 @@ use actix_web::{
     HttpResponse, ResponseError,
     http::{StatusCode, header},
 };
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::db::DbError;
 use crate::domain::note::Note;
@@ -61,19 +61,129 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// How one variant answers: status, code and what its answer adds to the error body.
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable machine `code` and a human `message`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people; names the field or value at fault. Not stable: match on `code`.
+    pub message: String,
+}
+
+/// The 412 answer: the error, and the note as it is now (so a client can show the newer
+/// text without asking again).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionMismatchBody<'a> {
+    pub error: ErrorDetail,
+    #[schema(value_type = Note)]
+    pub note: &'a Note,
+}
+
+/// The machine `code` of an error body: one per kind of failure, each with one status.
+/// The OpenAPI document lists these values (derived from this enum), so a new code shows
+/// up there as soon as it exists; `routes::openapi` decides which operations answer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: a request the HTTP layer could not read (a malformed request line or header).
+    /// The contract names no code for it; this server's choice (see README).
+    BadRequest,
+    /// 400: a path id that is not a UUID.
+    InvalidId,
+    /// 400: the body is not JSON, or a field is missing, unknown or of the wrong type.
+    InvalidJson,
+    /// 401: auth is on and the token is missing, malformed, expired or wrongly signed.
+    Unauthorized,
+    /// 403: the token does not grant this board, or is read-only and the request writes.
+    Forbidden,
+    /// 404: no such board, note or route.
+    NotFound,
+    /// 405: the path exists, the method does not (`Allow` lists those that do).
+    MethodNotAllowed,
+    /// 412: `If-Match` does not match the note's current `version`.
+    VersionMismatch,
+    /// 408: the request head or body arrived too slowly.
+    RequestTimeout,
+    /// 413: a body over 64 KiB.
+    PayloadTooLarge,
+    /// 414: the request target is longer than the server accepts.
+    UriTooLong,
+    /// 415: a body that is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: well-formed JSON (or a query parameter) whose value breaks a limit.
+    ValidationFailed,
+    /// 429: too many writes from one client (`Retry-After` says when to retry).
+    RateLimited,
+    /// 431: too many header fields, or a request head too large.
+    HeadersTooLarge,
+    /// 503: at stream capacity, database down, or shutting down (`Retry-After` set).
+    Unavailable,
+    /// 500: a bug or an unexpected database answer; never caused by input.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the contract's table lists them.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidId,
+        ErrorCode::InvalidJson,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::VersionMismatch,
+        ErrorCode::RequestTimeout,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UriTooLong,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::ValidationFailed,
+        ErrorCode::RateLimited,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The HTTP status every answer with this code has.
+    pub fn status(self) -> StatusCode {
+        use StatusCode as S;
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidId | ErrorCode::InvalidJson => S::BAD_REQUEST,
+            ErrorCode::Unauthorized => S::UNAUTHORIZED,
+            ErrorCode::Forbidden => S::FORBIDDEN,
+            ErrorCode::NotFound => S::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
+            ErrorCode::VersionMismatch => S::PRECONDITION_FAILED,
+            ErrorCode::RequestTimeout => S::REQUEST_TIMEOUT,
+            ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            ErrorCode::UriTooLong => S::URI_TOO_LONG,
+            ErrorCode::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ValidationFailed => S::UNPROCESSABLE_ENTITY,
+            ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
+            ErrorCode::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// How one variant answers: its code (which fixes the status) and what its answer adds to
+/// the error body.
 struct Shape {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     header: Option<(header::HeaderName, String)>,
     /// The rest of the request may still be trickling in: do not wait for it.
     close: bool,
 }
 
 impl Shape {
-    fn new(status: StatusCode, code: &'static str) -> Shape {
+    fn new(code: ErrorCode) -> Shape {
         Shape {
-            status,
             code,
             header: None,
             close: false,
@@ -94,56 +204,50 @@ impl Shape {
 impl ApiError {
     /// Each variant's whole answer, in one place.
     fn shape(&self) -> Shape {
-        use StatusCode as S;
         match self {
-            ApiError::BadRequest(_) => Shape::new(S::BAD_REQUEST, "bad_request").closing(),
-            ApiError::InvalidId(_) => Shape::new(S::BAD_REQUEST, "invalid_id"),
-            ApiError::InvalidJson(_) => Shape::new(S::BAD_REQUEST, "invalid_json"),
+            ApiError::BadRequest(_) => Shape::new(ErrorCode::BadRequest).closing(),
+            ApiError::InvalidId(_) => Shape::new(ErrorCode::InvalidId),
+            ApiError::InvalidJson(_) => Shape::new(ErrorCode::InvalidJson),
             ApiError::Unauthorized(_) => {
-                Shape::new(S::UNAUTHORIZED, "unauthorized").with(header::WWW_AUTHENTICATE, "Bearer")
+                Shape::new(ErrorCode::Unauthorized).with(header::WWW_AUTHENTICATE, "Bearer")
             }
-            ApiError::Forbidden(_) => Shape::new(S::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => Shape::new(S::NOT_FOUND, "not_found"),
+            ApiError::Forbidden(_) => Shape::new(ErrorCode::Forbidden),
+            ApiError::NotFound(_) => Shape::new(ErrorCode::NotFound),
             ApiError::MethodNotAllowed { allow, .. } => {
-                Shape::new(S::METHOD_NOT_ALLOWED, "method_not_allowed")
-                    .with(header::ALLOW, allow.clone())
+                Shape::new(ErrorCode::MethodNotAllowed).with(header::ALLOW, allow.clone())
             }
             ApiError::VersionMismatch { current } => {
-                Shape::new(S::PRECONDITION_FAILED, "version_mismatch")
-                    .with(header::ETAG, current.etag())
+                Shape::new(ErrorCode::VersionMismatch).with(header::ETAG, current.etag())
             }
-            ApiError::RequestTimeout(_) => {
-                Shape::new(S::REQUEST_TIMEOUT, "request_timeout").closing()
-            }
-            ApiError::PayloadTooLarge(_) => Shape::new(S::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UriTooLong(_) => Shape::new(S::URI_TOO_LONG, "uri_too_long"),
-            ApiError::UnsupportedMediaType(_) => {
-                Shape::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            ApiError::Validation(_) => Shape::new(S::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::RequestTimeout(_) => Shape::new(ErrorCode::RequestTimeout).closing(),
+            ApiError::PayloadTooLarge(_) => Shape::new(ErrorCode::PayloadTooLarge),
+            ApiError::UriTooLong(_) => Shape::new(ErrorCode::UriTooLong),
+            ApiError::UnsupportedMediaType(_) => Shape::new(ErrorCode::UnsupportedMediaType),
+            ApiError::Validation(_) => Shape::new(ErrorCode::ValidationFailed),
             ApiError::RateLimited {
                 retry_after_secs, ..
-            } => Shape::new(S::TOO_MANY_REQUESTS, "rate_limited")
+            } => Shape::new(ErrorCode::RateLimited)
                 .with(header::RETRY_AFTER, retry_after_secs.to_string()),
-            ApiError::HeadersTooLarge(_) => {
-                Shape::new(S::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large").closing()
-            }
+            ApiError::HeadersTooLarge(_) => Shape::new(ErrorCode::HeadersTooLarge).closing(),
             ApiError::Unavailable {
                 retry_after_secs, ..
-            } => Shape::new(S::SERVICE_UNAVAILABLE, "unavailable")
+            } => Shape::new(ErrorCode::Unavailable)
                 .with(header::RETRY_AFTER, retry_after_secs.to_string()),
-            ApiError::Internal(_) => Shape::new(S::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Internal(_) => Shape::new(ErrorCode::Internal),
         }
     }
 
     /// The stable machine `code` of the error body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.shape().code
     }
 
     /// The `{"code", "message"}` member every error body has under `error`.
-    pub fn envelope(&self) -> serde_json::Value {
-        json!({ "code": self.code(), "message": self.to_string() })
+    pub fn envelope(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code(),
+            message: self.to_string(),
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
@@ -165,7 +269,7 @@ impl ApiError {
     /// add their own members next to `error` (`/readyz`).
     pub fn response_builder(&self) -> actix_web::HttpResponseBuilder {
         let shape = self.shape();
-        let mut response = HttpResponse::build(shape.status);
+        let mut response = HttpResponse::build(shape.code.status());
         response.insert_header((header::CACHE_CONTROL, "no-store"));
         if let Some(pair) = shape.header {
             response.insert_header(pair);
@@ -192,7 +296,7 @@ impl From<DbError> for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.shape().status
+        self.shape().code.status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -202,10 +306,11 @@ impl ResponseError for ApiError {
         let error = self.envelope();
         let mut response = self.response_builder();
         match self {
-            ApiError::VersionMismatch { current } => {
-                response.json(json!({ "error": error, "note": current }))
-            }
-            _ => response.json(json!({ "error": error })),
+            ApiError::VersionMismatch { current } => response.json(VersionMismatchBody {
+                error,
+                note: current,
+            }),
+            _ => response.json(ErrorBody { error }),
         }
     }
 }

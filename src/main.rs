@@ -1,4 +1,4 @@
-//! The `boardcast` command: `serve` (the default), `migrate`, `token`.
+//! The `boardcast` command: `serve` (the default), `migrate`, `token`, `openapi`.
 
 use std::process::ExitCode;
 
@@ -24,6 +24,9 @@ enum Command {
     Migrate,
     /// Mint an access token signed with JWT_SECRET and print it alone on stdout.
     Token(TokenArgs),
+    /// Print the API's OpenAPI 3.1 document (JSON) on stdout:
+    /// `boardcast openapi > docs/openapi.json`.
+    Openapi,
 }
 
 #[derive(clap::Args)]
@@ -49,6 +52,11 @@ struct TokenArgs {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // Needs neither the database nor a runtime, nor any configuration.
+    if let Some(Command::Openapi) = &cli.command {
+        print!("{}", boardcast::routes::openapi::to_json());
+        return ExitCode::SUCCESS;
+    }
     // Needs neither the database nor a runtime: an operator may run it anywhere.
     if let Some(Command::Token(args)) = &cli.command {
         return match token(args) {
@@ -70,7 +78,9 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve().await,
             Command::Migrate => migrate().await,
-            Command::Token(_) => unreachable!("handled before the runtime starts"),
+            Command::Token(_) | Command::Openapi => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

@@ -30,13 +30,16 @@ impl BoardTitle {
 }
 
 /// The body of `POST /api/boards` and `PATCH /api/boards/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BoardInput {
+    /// Trimmed, then 1–200 characters; no U+0000 (else 422).
+    #[schema(min_length = 1, max_length = 200, example = "Retro")]
     pub title: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A board as clients see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Board {
     pub id: BoardId,
     pub title: String,

@@ -13,7 +13,7 @@ use super::{
 pub const NOTIFY_PAYLOAD_LIMIT: usize = 8000;
 
 /// The fixed set of change event names; SSE `event:` fields only ever come from here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventKind {
     #[serde(rename = "board.updated")]
     BoardUpdated,

@@ -6,8 +6,11 @@ use uuid::Uuid;
 
 macro_rules! id_type {
     ($name:ident, $what:literal) => {
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+        )]
         #[serde(transparent)]
+        #[schema(value_type = Uuid)]
         pub struct $name(pub Uuid);
 
         impl $name {

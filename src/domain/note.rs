@@ -17,17 +17,25 @@ pub const DEFAULT_COLOR: &str = "#fde68a";
 pub const DEFAULT_WIDTH: f64 = 200.0;
 pub const DEFAULT_HEIGHT: f64 = 160.0;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A sticky note as clients see it; its answers carry `ETag: "<version>"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Note {
     pub id: NoteId,
     pub board_id: BoardId,
     pub text: String,
+    /// Board coordinates of the top-left corner.
     pub x: f64,
     pub y: f64,
+    /// `#rrggbb`, lower case.
+    #[schema(pattern = "^#[0-9a-f]{6}$", example = "#fde68a")]
     pub color: String,
     pub width: f64,
     pub height: f64,
+    /// 1 for a new note, one more on every update; what `If-Match` names.
+    #[schema(minimum = 1)]
     pub version: i64,
+    /// The writer's display name (the token's `name`, else its `sub`; with auth off the
+    /// `X-Display-Name` header), or null.
     pub author: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -40,37 +48,54 @@ impl Note {
     }
 }
 
-/// The body of `POST /api/boards/{id}/notes`, as sent.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/boards/{id}/notes`, as sent. Values outside the limits are 422.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteInput {
+    /// 0–10,000 characters; no U+0000.
+    #[schema(max_length = 10000)]
     pub text: String,
+    #[schema(minimum = -1000000, maximum = 1000000)]
     pub x: f64,
+    #[schema(minimum = -1000000, maximum = 1000000)]
     pub y: f64,
+    /// `#rrggbb`; default `#fde68a`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$", nullable = false)]
     pub color: Option<String>,
+    /// Default 200.
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 20, maximum = 2000, nullable = false)]
     pub width: Option<f64>,
+    /// Default 160.
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 20, maximum = 2000, nullable = false)]
     pub height: Option<f64>,
 }
 
 /// The body of `PATCH …/notes/{note_id}`: any subset of the fields. `null` is refused
 /// rather than read as "unchanged", so a client bug cannot pass silently.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct NotePatchInput {
     #[serde(default, deserialize_with = "present")]
+    #[schema(max_length = 10000, nullable = false)]
     pub text: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = -1000000, maximum = 1000000, nullable = false)]
     pub x: Option<f64>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = -1000000, maximum = 1000000, nullable = false)]
     pub y: Option<f64>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$", nullable = false)]
     pub color: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 20, maximum = 2000, nullable = false)]
     pub width: Option<f64>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 20, maximum = 2000, nullable = false)]
     pub height: Option<f64>,
 }
 

@@ -20,6 +20,22 @@ fn invalid(e: ValidationError) -> ApiError {
     ApiError::Validation(e.0)
 }
 
+/// Create a board.
+///
+/// A token with a list of boards may not create boards (403).
+#[utoipa::path(
+    post,
+    operation_id = "createBoard",
+    path = "/api/boards",
+    tag = "boards",
+    request_body = BoardInput,
+    responses((
+        status = 201,
+        description = "The new board.",
+        body = Board,
+        headers(("Location" = String, description = "`/api/boards/{id}` of the new board")),
+    )),
+)]
 pub async fn create(
     caller: Caller,
     state: web::Data<AppState>,
@@ -34,18 +50,37 @@ pub async fn create(
         .json(board))
 }
 
+/// Read as text so that a bad `limit` gets this server's 422 message rather than serde's.
 #[derive(Deserialize)]
 pub struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Page {
+/// One page of boards, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BoardPage {
     boards: Vec<Board>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
     next: Option<String>,
 }
 
+/// List boards, newest first.
+///
+/// A token with a list of boards sees only those.
+#[utoipa::path(
+    get,
+    operation_id = "listBoards",
+    path = "/api/boards",
+    tag = "boards",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200,
+            description = "Boards per page, 1–200 (default 50)."),
+        ("cursor" = Option<String>, Query, nullable = false,
+            description = "`next` of the previous page."),
+    ),
+    responses((status = 200, description = "A page of boards.", body = BoardPage)),
+)]
 pub async fn list(
     caller: Caller,
     state: web::Data<AppState>,
@@ -72,19 +107,29 @@ pub async fn list(
     let client = state.db.client().await?;
     // A token with a list of boards sees only those.
     let (boards, next) = boards::list(&client, limit, cursor, caller.visible_boards()).await?;
-    Ok(HttpResponse::Ok().json(Page {
+    Ok(HttpResponse::Ok().json(BoardPage {
         boards,
         next: next.map(|c| c.encode()),
     }))
 }
 
-#[derive(Serialize)]
-struct BoardWithNotes {
+/// A board with all its notes, as of its `seq`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BoardWithNotes {
     #[serde(flatten)]
     board: Board,
     notes: Vec<Note>,
 }
 
+/// Read a board and its notes.
+#[utoipa::path(
+    get,
+    operation_id = "getBoard",
+    path = "/api/boards/{board_id}",
+    tag = "boards",
+    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    responses((status = 200, description = "The board and its notes.", body = BoardWithNotes)),
+)]
 pub async fn get(
     PathIds(id): PathIds<BoardId>,
     caller: Caller,
@@ -98,6 +143,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(BoardWithNotes { board, notes }))
 }
 
+/// Rename a board.
+#[utoipa::path(
+    patch,
+    operation_id = "renameBoard",
+    path = "/api/boards/{board_id}",
+    tag = "boards",
+    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    request_body = BoardInput,
+    responses((status = 200, description = "The renamed board.", body = Board)),
+)]
 pub async fn rename(
     PathIds(id): PathIds<BoardId>,
     caller: Caller,
@@ -113,6 +168,17 @@ pub async fn rename(
     Ok(HttpResponse::Ok().json(board))
 }
 
+/// Delete a board; its notes and events go with it.
+///
+/// Its open streams get `board.deleted` and end.
+#[utoipa::path(
+    delete,
+    operation_id = "deleteBoard",
+    path = "/api/boards/{board_id}",
+    tag = "boards",
+    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    responses((status = 204, description = "Deleted.")),
+)]
 pub async fn delete(
     PathIds(id): PathIds<BoardId>,
     caller: Caller,

@@ -83,6 +83,37 @@ fn stream_answer() -> HttpResponseBuilder {
     answer
 }
 
+/// Stream a board's events (Server-Sent Events).
+///
+/// Stays open. Begins with `retry:`, then a `snapshot` (or, given a last event id, a
+/// replay of every event after it), then one `presence`, then every change live, with
+/// heartbeats. The `data` of each event type is described in the response below.
+#[utoipa::path(
+    get,
+    operation_id = "streamEvents",
+    path = "/api/boards/{board_id}/events",
+    tag = "stream",
+    params(
+        ("board_id" = Uuid, Path, description = "The board's id."),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+            description = "Resume after this event id (a board `seq`); wins over `last_event_id`."),
+        ("last_event_id" = Option<String>, Query, nullable = false,
+            description = "Resume after this event id, for clients that cannot set headers."),
+        ("name" = Option<String>, Query, nullable = false, max_length = 100,
+            description = "Display name for presence when auth is off."),
+    ),
+    responses((
+        status = 200,
+        description = "The board's events (see the table below).",
+        content_type = "text/event-stream",
+        body = String,
+        headers(
+            ("Cache-Control" = String, description = "`no-cache`"),
+            ("X-Accel-Buffering" = String, description = "`no`: proxies must not buffer the stream."),
+        ),
+    )),
+    security(("bearer" = []), ("access_token" = []), ()),
+)]
 pub async fn stream(
     PathIds(board): PathIds<BoardId>,
     caller: Caller,

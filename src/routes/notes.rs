@@ -1,7 +1,7 @@
 //! Note handlers: extract, call db, respond. Note answers carry `ETag: "<version>"`.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, http::header, web};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{AppState, Caller, request, request::PathIds};
 use crate::db::notes::{self, Outcome};
@@ -40,6 +40,21 @@ fn settle<T>(outcome: Outcome<T>, board: BoardId, note: NoteId) -> Result<T, Api
     }
 }
 
+/// The notes of a board.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NoteList {
+    notes: Vec<Note>,
+}
+
+/// List a board's notes.
+#[utoipa::path(
+    get,
+    operation_id = "listNotes",
+    path = "/api/boards/{board_id}/notes",
+    tag = "notes",
+    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    responses((status = 200, description = "Every note of the board.", body = NoteList)),
+)]
 pub async fn list(
     PathIds(board): PathIds<BoardId>,
     caller: Caller,
@@ -51,9 +66,28 @@ pub async fn list(
     let (_, notes) = crate::db::boards::snapshot(&mut client, board)
         .await?
         .ok_or_else(|| ApiError::board_not_found(board))?;
-    Ok(HttpResponse::Ok().json(json!({ "notes": notes })))
+    Ok(HttpResponse::Ok().json(NoteList { notes }))
 }
 
+/// Add a note to a board.
+#[utoipa::path(
+    post,
+    operation_id = "createNote",
+    path = "/api/boards/{board_id}/notes",
+    tag = "notes",
+    params(
+        ("board_id" = Uuid, Path, description = "The board's id."),
+        ("X-Display-Name" = Option<String>, Header, nullable = false, max_length = 100,
+            description = "With auth off: the author's name (percent-encoded UTF-8). With auth on the token names the author."),
+    ),
+    request_body = NoteInput,
+    responses((
+        status = 201,
+        description = "The new note.",
+        body = Note,
+        headers(("ETag" = String, description = "The note's version, quoted: `\"1\"`.")),
+    )),
+)]
 pub async fn create(
     PathIds(board): PathIds<BoardId>,
     caller: Caller,
@@ -79,6 +113,31 @@ pub async fn create(
     }
 }
 
+/// Change some fields of a note.
+///
+/// With `If-Match`, the change is made only if the note is still at that version; else
+/// 412 with the note as it is now.
+#[utoipa::path(
+    patch,
+    operation_id = "updateNote",
+    path = "/api/boards/{board_id}/notes/{note_id}",
+    tag = "notes",
+    params(
+        ("board_id" = Uuid, Path, description = "The board's id."),
+        ("note_id" = Uuid, Path, description = "The note's id."),
+        ("If-Match" = Option<String>, Header, nullable = false,
+            description = "An `ETag` of the note (`\"3\"`), several, or `*`."),
+        ("X-Display-Name" = Option<String>, Header, nullable = false, max_length = 100,
+            description = "With auth off: the author's name (percent-encoded UTF-8)."),
+    ),
+    request_body = NotePatchInput,
+    responses((
+        status = 200,
+        description = "The note after the change.",
+        body = Note,
+        headers(("ETag" = String, description = "The note's new version, quoted.")),
+    )),
+)]
 pub async fn update(
     PathIds((board, note)): PathIds<(BoardId, NoteId)>,
     caller: Caller,
@@ -103,6 +162,20 @@ pub async fn update(
     Ok(note_response(StatusCode::OK, &updated))
 }
 
+/// Delete a note.
+#[utoipa::path(
+    delete,
+    operation_id = "deleteNote",
+    path = "/api/boards/{board_id}/notes/{note_id}",
+    tag = "notes",
+    params(
+        ("board_id" = Uuid, Path, description = "The board's id."),
+        ("note_id" = Uuid, Path, description = "The note's id."),
+        ("If-Match" = Option<String>, Header, nullable = false,
+            description = "Delete only if the note is at this version (`\"3\"`), or `*`."),
+    ),
+    responses((status = 204, description = "Deleted.")),
+)]
 pub async fn delete(
     PathIds((board, note)): PathIds<(BoardId, NoteId)>,
     caller: Caller,

@@ -1,13 +1,29 @@
 //! Who is viewing a board, on every instance.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{AppState, Caller, request::PathIds};
 use crate::db::boards;
 use crate::domain::ids::BoardId;
+use crate::domain::viewer::Viewer;
 use crate::error::ApiError;
 
+/// Who is viewing a board, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ViewerList {
+    viewers: Vec<Viewer>,
+}
+
+/// List who is viewing a board, on every instance.
+#[utoipa::path(
+    get,
+    operation_id = "listViewers",
+    path = "/api/boards/{board_id}/presence",
+    tag = "stream",
+    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    responses((status = 200, description = "The board's viewers.", body = ViewerList)),
+)]
 pub async fn list(
     PathIds(board): PathIds<BoardId>,
     caller: Caller,
@@ -22,5 +38,5 @@ pub async fn list(
             return Err(ApiError::board_not_found(board));
         }
     }
-    Ok(HttpResponse::Ok().json(json!({ "viewers": viewers })))
+    Ok(HttpResponse::Ok().json(ViewerList { viewers }))
 }

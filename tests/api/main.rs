@@ -12,5 +12,6 @@ mod fuzz;
 mod limits;
 mod metrics;
 mod notes;
+mod openapi;
 mod presence;
 mod writes;

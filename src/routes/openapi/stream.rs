@@ -1,0 +1,174 @@
+//! The `data` of each event on a board's stream, as documented schemas.
+//!
+//! OpenAPI 3.1 has no way to say what each Server-Sent Event carries (3.2's `itemSchema`
+//! does, but the validators and renderers in use do not read 3.2 yet), so the stream's
+//! response links these schemas from its description and lists them under
+//! `x-event-schemas`. The streams build their JSON elsewhere (`domain::event`,
+//! `realtime`); [`check`] reads a real event into these types with unknown fields denied,
+//! so a test fails when the two part ways.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::{board::Board, event::EventKind, ids::BoardId, note::Note, viewer::Viewer};
+
+/// `snapshot`: the whole board and its notes as of `seq` (the event's `id`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotEvent {
+    pub seq: i64,
+    pub board: Board,
+    pub notes: Vec<Note>,
+}
+
+/// `presence`: who is viewing the board, sent once when the stream opens. No `id`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceEvent {
+    /// Oldest first, the new viewer included.
+    pub viewers: Vec<Viewer>,
+}
+
+/// `presence.joined` / `presence.left`: one viewer arrived or went. No `id`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceChangeEvent {
+    /// `presence.joined` or `presence.left`, as the event name.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^presence\\.(joined|left)$")]
+    pub kind: String,
+    pub viewer: Viewer,
+}
+
+/// `heartbeat`: sent every `HEARTBEAT_INTERVAL` (15 s by default). No `id`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatEvent {
+    pub at: DateTime<Utc>,
+}
+
+/// What a `*.deleted` event says of the thing it deleted.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deleted {
+    pub id: Uuid,
+}
+
+/// A change: `board.updated`, `board.deleted`, `note.created`, `note.updated` or
+/// `note.deleted`. Its SSE `id` is `seq`; the ids of one board's events grow by one.
+/// `board` holds the board's new state (`board.updated`) or its id (`board.deleted`);
+/// `note` the note's new state (`note.created`, `note.updated`) or its id (`note.deleted`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEvent {
+    pub seq: i64,
+    /// The event name, repeated.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub board_id: BoardId,
+    /// When the change committed.
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub board: Option<BoardOrId>,
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub note: Option<NoteOrId>,
+}
+
+/// The board's new state, or just `{"id"}` when it was deleted.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum BoardOrId {
+    Board(Board),
+    Deleted(Deleted),
+}
+
+/// The note's new state, or just `{"id"}` when it was deleted.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum NoteOrId {
+    Note(Note),
+    Deleted(Deleted),
+}
+
+/// Every event a board's stream sends: its name, what its SSE `id` is, and the schema of
+/// its `data`. The stream's description and `x-event-schemas` are built from this list.
+pub const EVENTS: &[(&str, &str, &str)] = &[
+    ("snapshot", "the board's `seq`", "SnapshotEvent"),
+    ("presence", "none", "PresenceEvent"),
+    ("presence.joined", "none", "PresenceChangeEvent"),
+    ("presence.left", "none", "PresenceChangeEvent"),
+    ("board.updated", "`seq`", "ChangeEvent"),
+    ("board.deleted", "`seq`", "ChangeEvent"),
+    ("note.created", "`seq`", "ChangeEvent"),
+    ("note.updated", "`seq`", "ChangeEvent"),
+    ("note.deleted", "`seq`", "ChangeEvent"),
+    ("heartbeat", "none", "HeartbeatEvent"),
+];
+
+/// Reads one event's `data` into the schema documented for its name. Err says what does
+/// not match, or that the event is not documented at all (and where to add it).
+pub fn check(event: &str, data: &str) -> Result<(), String> {
+    fn read<'a, T: Deserialize<'a>>(data: &'a str) -> Result<(), String> {
+        serde_json::from_str::<T>(data)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    let schema = EVENTS
+        .iter()
+        .find(|(name, _, _)| *name == event)
+        .map(|(_, _, schema)| *schema)
+        .ok_or_else(|| {
+            format!(
+                "event `{event}` is not in the OpenAPI document: add its data schema to \
+                 src/routes/openapi/stream.rs (EVENTS and a ToSchema type), then run \
+                 `cargo run -- openapi > docs/openapi.json`"
+            )
+        })?;
+    let result = match schema {
+        "SnapshotEvent" => read::<SnapshotEvent>(data),
+        "PresenceEvent" => read::<PresenceEvent>(data),
+        "PresenceChangeEvent" => read::<PresenceChangeEvent>(data),
+        "ChangeEvent" => read::<ChangeEvent>(data).and_then(|()| check_change(event, data)),
+        "HeartbeatEvent" => read::<HeartbeatEvent>(data),
+        other => Err(format!("no reader for schema {other}")),
+    };
+    result.map_err(|e| format!("`{event}` data does not match {schema}: {e}: {data}"))
+}
+
+/// The parts of a change event a struct cannot say: which member it has, and its form.
+fn check_change(event: &str, data: &str) -> Result<(), String> {
+    let change: ChangeEvent = serde_json::from_str(data).map_err(|e| e.to_string())?;
+    let ok = match (event, &change.board, &change.note) {
+        ("board.updated", Some(BoardOrId::Board(_)), None)
+        | ("board.deleted", Some(BoardOrId::Deleted(_)), None)
+        | ("note.created" | "note.updated", None, Some(NoteOrId::Note(_)))
+        | ("note.deleted", None, Some(NoteOrId::Deleted(_))) => true,
+        _ => false,
+    };
+    if !ok || change.kind.as_str() != event {
+        return Err("the `type`, `board` and `note` members do not fit the event".into());
+    }
+    Ok(())
+}
+
+/// The markdown of the stream's 200 answer: the frames, and a link to each event's schema.
+pub fn description() -> String {
+    let mut text = String::from(
+        "A `text/event-stream` that stays open. It begins with `retry: 2000`, then a \
+         `snapshot` (or, given a last event id, every event after it), then one `presence`, \
+         then each change as it commits, and a `heartbeat` every `HEARTBEAT_INTERVAL`. After \
+         `board.deleted` the server ends the stream.\n\n\
+         Each event's `data` is one line of JSON (the same list is under `x-event-schemas`):\n\n\
+         | event | SSE `id` | `data` |\n|---|---|---|\n",
+    );
+    for (name, id, schema) in EVENTS {
+        text.push_str(&format!(
+            "| `{name}` | {id} | [{schema}](#/components/schemas/{schema}) |\n"
+        ));
+    }
+    text
+}
