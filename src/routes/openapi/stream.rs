@@ -142,13 +142,17 @@ pub fn check(event: &str, data: &str) -> Result<(), String> {
 /// The parts of a change event a struct cannot say: which member it has, and its form.
 fn check_change(event: &str, data: &str) -> Result<(), String> {
     let change: ChangeEvent = serde_json::from_str(data).map_err(|e| e.to_string())?;
-    let ok = match (event, &change.board, &change.note) {
+    let ok = matches!(
+        (event, &change.board, &change.note),
         ("board.updated", Some(BoardOrId::Board(_)), None)
-        | ("board.deleted", Some(BoardOrId::Deleted(_)), None)
-        | ("note.created" | "note.updated", None, Some(NoteOrId::Note(_)))
-        | ("note.deleted", None, Some(NoteOrId::Deleted(_))) => true,
-        _ => false,
-    };
+            | ("board.deleted", Some(BoardOrId::Deleted(_)), None)
+            | (
+                "note.created" | "note.updated",
+                None,
+                Some(NoteOrId::Note(_))
+            )
+            | ("note.deleted", None, Some(NoteOrId::Deleted(_)))
+    );
     if !ok || change.kind.as_str() != event {
         return Err("the `type`, `board` and `note` members do not fit the event".into());
     }
