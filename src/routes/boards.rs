@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 
+use super::openapi::params::BoardPath;
 use super::{AppState, Caller, request, request::PathIds};
 use crate::db::boards;
 use crate::domain::{
@@ -127,7 +128,7 @@ pub struct BoardWithNotes {
     operation_id = "getBoard",
     path = "/api/boards/{board_id}",
     tag = "boards",
-    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    params(BoardPath),
     responses((status = 200, description = "The board and its notes.", body = BoardWithNotes)),
 )]
 pub async fn get(
@@ -149,7 +150,7 @@ pub async fn get(
     operation_id = "renameBoard",
     path = "/api/boards/{board_id}",
     tag = "boards",
-    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    params(BoardPath),
     request_body = BoardInput,
     responses((status = 200, description = "The renamed board.", body = Board)),
 )]
@@ -176,7 +177,7 @@ pub async fn rename(
     operation_id = "deleteBoard",
     path = "/api/boards/{board_id}",
     tag = "boards",
-    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    params(BoardPath),
     responses((status = 204, description = "Deleted.")),
 )]
 pub async fn delete(

@@ -8,6 +8,7 @@ use actix_web::{
 };
 use serde::Deserialize;
 
+use super::openapi::params::BoardPath;
 use super::{AppState, Caller, request::PathIds};
 use crate::db::boards;
 use crate::domain::ids::BoardId;
@@ -94,7 +95,7 @@ fn stream_answer() -> HttpResponseBuilder {
     path = "/api/boards/{board_id}/events",
     tag = "stream",
     params(
-        ("board_id" = Uuid, Path, description = "The board's id."),
+        BoardPath,
         ("Last-Event-ID" = Option<String>, Header, nullable = false,
             description = "Resume after this event id (a board `seq`); wins over `last_event_id`."),
         ("last_event_id" = Option<String>, Query, nullable = false,

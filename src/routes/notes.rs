@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, http::header, web};
 use serde::Serialize;
 
+use super::openapi::params::{BoardPath, NotePath};
 use super::{AppState, Caller, request, request::PathIds};
 use crate::db::notes::{self, Outcome};
 use crate::domain::{
@@ -52,7 +53,7 @@ pub struct NoteList {
     operation_id = "listNotes",
     path = "/api/boards/{board_id}/notes",
     tag = "notes",
-    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    params(BoardPath),
     responses((status = 200, description = "Every note of the board.", body = NoteList)),
 )]
 pub async fn list(
@@ -76,7 +77,7 @@ pub async fn list(
     path = "/api/boards/{board_id}/notes",
     tag = "notes",
     params(
-        ("board_id" = Uuid, Path, description = "The board's id."),
+        BoardPath,
         ("X-Display-Name" = Option<String>, Header, nullable = false, max_length = 100,
             description = "With auth off: the author's name (percent-encoded UTF-8). With auth on the token names the author."),
     ),
@@ -123,8 +124,7 @@ pub async fn create(
     path = "/api/boards/{board_id}/notes/{note_id}",
     tag = "notes",
     params(
-        ("board_id" = Uuid, Path, description = "The board's id."),
-        ("note_id" = Uuid, Path, description = "The note's id."),
+        NotePath,
         ("If-Match" = Option<String>, Header, nullable = false,
             description = "An `ETag` of the note (`\"3\"`), several, or `*`."),
         ("X-Display-Name" = Option<String>, Header, nullable = false, max_length = 100,
@@ -169,8 +169,7 @@ pub async fn update(
     path = "/api/boards/{board_id}/notes/{note_id}",
     tag = "notes",
     params(
-        ("board_id" = Uuid, Path, description = "The board's id."),
-        ("note_id" = Uuid, Path, description = "The note's id."),
+        NotePath,
         ("If-Match" = Option<String>, Header, nullable = false,
             description = "Delete only if the note is at this version (`\"3\"`), or `*`."),
     ),

@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
+use super::openapi::params::BoardPath;
 use super::{AppState, Caller, request::PathIds};
 use crate::db::boards;
 use crate::domain::ids::BoardId;
@@ -21,7 +22,7 @@ pub struct ViewerList {
     operation_id = "listViewers",
     path = "/api/boards/{board_id}/presence",
     tag = "stream",
-    params(("board_id" = Uuid, Path, description = "The board's id.")),
+    params(BoardPath),
     responses((status = 200, description = "The board's viewers.", body = ViewerList)),
 )]
 pub async fn list(

@@ -119,3 +119,16 @@ fn an_undocumented_event_is_named_with_what_to_add() {
         .expect_err("extra member");
     assert!(err.contains("HeartbeatEvent"), "{err}");
 }
+
+#[tokio::test]
+async fn a_crowds_count_event_fits_its_documented_schema() {
+    let app = crate::helpers::spawn_app_with(|s| s.presence_list_limit = 1).await;
+    let board = app.board_id().await;
+    let mut first = app.open_stream(&board).await;
+    let _second = app.open_stream(&board).await;
+    let count = first
+        .next_named("presence.count", WAIT)
+        .await
+        .expect("a crowd of two past a limit of one gets presence.count");
+    openapi::stream::check(&count.event, &count.data).unwrap_or_else(|e| panic!("{e}"));
+}

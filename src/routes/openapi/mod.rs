@@ -8,6 +8,7 @@
 //! (`stream`).
 
 mod errors;
+pub mod params;
 pub mod stream;
 
 use std::sync::LazyLock;
@@ -67,6 +68,7 @@ pub use errors::{answers, by_status, spelled};
         stream::SnapshotEvent,
         stream::PresenceEvent,
         stream::PresenceChangeEvent,
+        stream::PresenceCountEvent,
         stream::ChangeEvent,
         stream::HeartbeatEvent,
     )),

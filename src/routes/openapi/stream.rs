@@ -23,15 +23,22 @@ pub struct SnapshotEvent {
     pub notes: Vec<Note>,
 }
 
-/// `presence`: who is viewing the board, sent once when the stream opens. No `id`.
+/// `presence`: who is viewing the board, sent when the stream opens (and again to every
+/// stream when a crowd shrinks back to a list). No `id`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceEvent {
-    /// Oldest first, the new viewer included.
+    /// This stream's own viewer: what its signals are sent as.
+    pub you: Viewer,
+    /// Oldest first, the new viewer included; at most `PRESENCE_LIST_LIMIT` (100).
     pub viewers: Vec<Viewer>,
+    /// How many viewers there are in all.
+    #[schema(minimum = 0)]
+    pub count: u64,
 }
 
-/// `presence.joined` / `presence.left`: one viewer arrived or went. No `id`.
+/// `presence.joined` / `presence.left`: one viewer arrived or went, while the board has at
+/// most `PRESENCE_LIST_LIMIT` viewers. No `id`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceChangeEvent {
@@ -40,6 +47,22 @@ pub struct PresenceChangeEvent {
     #[schema(pattern = "^presence\\.(joined|left)$")]
     pub kind: String,
     pub viewer: Viewer,
+    /// How many viewers there are after this change.
+    #[schema(minimum = 0)]
+    pub count: u64,
+}
+
+/// `presence.count`: above `PRESENCE_LIST_LIMIT` viewers (a crowd), the count instead of
+/// per-viewer announcements, at most once a second while it changes. No `id`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceCountEvent {
+    /// `presence.count`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^presence\\.count$")]
+    pub kind: String,
+    #[schema(minimum = 0)]
+    pub count: u64,
 }
 
 /// `heartbeat`: sent every `HEARTBEAT_INTERVAL` (15 s by default). No `id`.
@@ -101,6 +124,7 @@ pub const EVENTS: &[(&str, &str, &str)] = &[
     ("presence", "none", "PresenceEvent"),
     ("presence.joined", "none", "PresenceChangeEvent"),
     ("presence.left", "none", "PresenceChangeEvent"),
+    ("presence.count", "none", "PresenceCountEvent"),
     ("board.updated", "`seq`", "ChangeEvent"),
     ("board.deleted", "`seq`", "ChangeEvent"),
     ("note.created", "`seq`", "ChangeEvent"),
@@ -132,10 +156,19 @@ pub fn check(event: &str, data: &str) -> Result<(), String> {
         "SnapshotEvent" => read::<SnapshotEvent>(data),
         "PresenceEvent" => read::<PresenceEvent>(data),
         "PresenceChangeEvent" => read::<PresenceChangeEvent>(data),
+        "PresenceCountEvent" => read::<PresenceCountEvent>(data),
         "ChangeEvent" => read::<ChangeEvent>(data).and_then(|()| check_change(event, data)),
         "HeartbeatEvent" => read::<HeartbeatEvent>(data),
         other => Err(format!("no reader for schema {other}")),
     };
+    let result = result.and_then(|()| {
+        // Where `data` repeats the event name, it must be this one.
+        let value: serde_json::Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
+        match value.get("type").and_then(|t| t.as_str()) {
+            Some(kind) if kind != event => Err(format!("`type` is {kind}")),
+            _ => Ok(()),
+        }
+    });
     result.map_err(|e| format!("`{event}` data does not match {schema}: {e}: {data}"))
 }
 
@@ -153,8 +186,8 @@ fn check_change(event: &str, data: &str) -> Result<(), String> {
             )
             | ("note.deleted", None, Some(NoteOrId::Deleted(_)))
     );
-    if !ok || change.kind.as_str() != event {
-        return Err("the `type`, `board` and `note` members do not fit the event".into());
+    if !ok {
+        return Err("the `board` and `note` members do not fit the event".into());
     }
     Ok(())
 }
