@@ -77,7 +77,7 @@ pub struct BoardPage {
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200,
             description = "Boards per page, 1–200 (default 50)."),
-        ("cursor" = Option<String>, Query, nullable = false,
+        ("cursor" = Option<String>, Query, nullable = false, pattern = "^[0-9]+_[0-9a-f-]{36}$",
             description = "`next` of the previous page."),
     ),
     responses((status = 200, description = "A page of boards.", body = BoardPage)),

@@ -96,9 +96,9 @@ fn stream_answer() -> HttpResponseBuilder {
     tag = "stream",
     params(
         BoardPath,
-        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]*$",
             description = "Resume after this event id (a board `seq`); wins over `last_event_id`."),
-        ("last_event_id" = Option<String>, Query, nullable = false,
+        ("last_event_id" = Option<String>, Query, nullable = false, pattern = "^[0-9]*$",
             description = "Resume after this event id, for clients that cannot set headers."),
         ("name" = Option<String>, Query, nullable = false, max_length = 100,
             description = "Display name for presence when auth is off."),

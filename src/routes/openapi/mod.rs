@@ -17,8 +17,7 @@ use actix_web::{HttpResponse, http::header};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
-        Ref, RefOr,
-        extensions::ExtensionsBuilder,
+        RefOr,
         security::{
             ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         },
@@ -169,11 +168,16 @@ impl Modify for ErrorAnswers {
     }
 }
 
-/// The stream's description and `x-event-schemas`, from `stream::EVENTS`.
+/// The stream's description, and the schema of one event as an SSE parser reads it
+/// (`event`, `id`, `data`), with the JSON in `data` described per event name through
+/// `contentMediaType` / `contentSchema` (JSON Schema 2020-12, which OpenAPI 3.1 uses; what
+/// Schemathesis checks a stream's events against). Both come from `stream::EVENTS`.
 struct StreamEvents;
 
 impl Modify for StreamEvents {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let schema: Option<utoipa::openapi::schema::Schema> =
+            serde_json::from_value(stream::event_schema()).ok();
         for (_, _, op) in operations(doc) {
             let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") else {
                 continue;
@@ -182,17 +186,7 @@ impl Modify for StreamEvents {
                 continue;
             };
             ok.description = stream::description();
-            let mut schemas = serde_json::Map::new();
-            for (name, _, schema) in stream::EVENTS {
-                let reference =
-                    serde_json::to_value(Ref::from_schema_name(*schema)).unwrap_or_default();
-                schemas.insert((*name).to_string(), reference);
-            }
-            content.extensions = Some(
-                ExtensionsBuilder::new()
-                    .add("x-event-schemas", serde_json::Value::Object(schemas))
-                    .build(),
-            );
+            content.schema = schema.clone().map(RefOr::T);
         }
     }
 }
@@ -370,7 +364,14 @@ mod tests {
     #[test]
     fn every_stream_event_schema_is_a_component() {
         let doc = json();
+        let stream = doc["paths"]["/api/boards/{board_id}/events"]["get"]["responses"]["200"]
+            ["content"]["text/event-stream"]["schema"]
+            .to_string();
         for (name, _, schema) in stream::EVENTS {
+            assert!(
+                stream.contains(&format!("\"#/components/schemas/{schema}\"")),
+                "event {name}: the stream's schema does not describe its data"
+            );
             assert!(
                 doc["components"]["schemas"].get(*schema).is_some(),
                 "event {name}: schema {schema} is not in components: add it to \

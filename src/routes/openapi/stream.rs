@@ -1,9 +1,9 @@
 //! The `data` of each event on a board's stream, as documented schemas.
 //!
-//! OpenAPI 3.1 has no way to say what each Server-Sent Event carries (3.2's `itemSchema`
-//! does, but the validators and renderers in use do not read 3.2 yet), so the stream's
-//! response links these schemas from its description and lists them under
-//! `x-event-schemas`. The streams build their JSON elsewhere (`domain::event`,
+//! OpenAPI 3.2's `itemSchema` would say what each Server-Sent Event carries, but the
+//! validators and renderers in use do not read 3.2 yet. In 3.1 the stream's `schema`
+//! describes one event as parsed (`event`, `id`, `data`), one branch per event name, and
+//! `data`'s JSON through `contentSchema`; the description links the same schemas. The streams build their JSON elsewhere (`domain::event`,
 //! `realtime`); [`check`] reads a real event into these types with unknown fields denied,
 //! so a test fails when the two part ways.
 
@@ -118,7 +118,7 @@ pub enum NoteOrId {
 }
 
 /// Every event a board's stream sends: its name, what its SSE `id` is, and the schema of
-/// its `data`. The stream's description and `x-event-schemas` are built from this list.
+/// its `data`. The stream's description and schema are built from this list.
 pub const EVENTS: &[(&str, &str, &str)] = &[
     ("snapshot", "the board's `seq`", "SnapshotEvent"),
     ("presence", "none", "PresenceEvent"),
@@ -199,7 +199,8 @@ pub fn description() -> String {
          `snapshot` (or, given a last event id, every event after it), then one `presence`, \
          then each change as it commits, and a `heartbeat` every `HEARTBEAT_INTERVAL`. After \
          `board.deleted` the server ends the stream.\n\n\
-         Each event's `data` is one line of JSON (the same list is under `x-event-schemas`):\n\n\
+         Each event's `data` is one line of JSON (the response schema says the same per \
+         event name):\n\n\
          | event | SSE `id` | `data` |\n|---|---|---|\n",
     );
     for (name, id, schema) in EVENTS {
@@ -208,4 +209,47 @@ pub fn description() -> String {
         ));
     }
     text
+}
+
+/// One event as an SSE parser reads it, `data`'s JSON described per event name.
+pub fn event_schema() -> serde_json::Value {
+    let mut by_schema: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (name, _, schema) in EVENTS {
+        match by_schema.iter_mut().find(|(s, _)| s == schema) {
+            Some((_, names)) => names.push(name),
+            None => by_schema.push((schema, vec![name])),
+        }
+    }
+    let branches: Vec<serde_json::Value> = by_schema
+        .into_iter()
+        .map(|(schema, names)| {
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "event": { "type": "string", "enum": names },
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": { "$ref": format!("#/components/schemas/{schema}") },
+                    },
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "allOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": { "type": "string" },
+                    "id": { "type": "string" },
+                    "data": { "type": "string" },
+                },
+            },
+            { "oneOf": branches },
+        ],
+        "description": "One event: its name, its id (the board's seq, where it has one) and its \
+            data, one line of JSON whose schema depends on the name.",
+    })
 }
