@@ -36,7 +36,7 @@ export function herokuAppName(host = location.hostname) {
 
 /** The command that mints a token on a Heroku deploy (the README's Heroku section). */
 export function mintCommand(app = herokuAppName()) {
-  return `heroku run -a ${app} --no-tty -- ./target/release/boardcast token --sub you --name "Your Name" --ttl 720h`;
+  return `heroku run -a ${app} --no-tty -- ./target/release/boardcast token --sub you --name "Your Name"`;
 }
 
 function el(tag, props = {}, ...children) {
