@@ -1,5 +1,5 @@
-//! The pages people use: `/` (the board list), `/b/{id}` (one board) and their scripts and
-//! styles under `/static/`.
+//! The pages people use: `/` (the board list), `/b/{id}` (one board), `/docs` (the API
+//! reference) and their scripts and styles under `/static/`.
 //!
 //! Every file is embedded in the binary with `include_bytes!`, so the one executable Heroku
 //! runs serves the whole product and there is no directory to ship or misconfigure. Static
@@ -24,6 +24,17 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' da
      style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; \
      frame-ancestors 'none'; form-action 'self'";
 
+/// The policy of `/docs`, which renders the OpenAPI document with Redoc (vendored in
+/// `web/vendor/`, served from this origin). It differs from the pages' policy in two
+/// places, both needed by Redoc and neither opening scripts or connections to anyone:
+/// `style-src 'unsafe-inline'`, because Redoc styles itself with styled-components, which
+/// writes `<style>` elements at run time (their text is generated, so hashes cannot list
+/// it); and `worker-src blob:`, because its search index runs in a worker Redoc builds
+/// from a blob. Scripts stay `'self'` only, connections too.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self' 'unsafe-inline'; script-src 'self'; worker-src blob:; \
+     connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
@@ -46,6 +57,11 @@ const BOARD_HTML: Asset = Asset {
     body: include_bytes!("../../web/board.html"),
 };
 
+const DOCS_HTML: Asset = Asset {
+    content_type: HTML,
+    body: include_bytes!("../../web/docs.html"),
+};
+
 /// The files `/static/{file}` may serve, by exact name. Anything else is not found.
 pub fn static_asset(name: &str) -> Option<Asset> {
     let (content_type, body): (&'static str, &'static [u8]) = match name {
@@ -54,6 +70,12 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "board.js" => (JAVASCRIPT, include_bytes!("../../web/board.js")),
         "index.js" => (JAVASCRIPT, include_bytes!("../../web/index.js")),
         "signin.js" => (JAVASCRIPT, include_bytes!("../../web/signin.js")),
+        "docs.js" => (JAVASCRIPT, include_bytes!("../../web/docs.js")),
+        // Redoc 2.5.4 from npm, as published (scripts/vendor-redoc).
+        "redoc.standalone.js" => (
+            JAVASCRIPT,
+            include_bytes!("../../web/vendor/redoc.standalone.js"),
+        ),
         "icon.svg" => (SVG, include_bytes!("../../web/icon.svg")),
         _ => return None,
     };
@@ -61,10 +83,11 @@ pub fn static_asset(name: &str) -> Option<Asset> {
 }
 
 /// The pages' routes, for the route table in `routes`.
-pub fn resources() -> [super::Resource; 3] {
+pub fn resources() -> [super::Resource; 4] {
     [
         super::Resource::new("/").get(index),
         super::Resource::new("/b/{board_id}").get(board),
+        super::Resource::new("/docs").get(docs),
         super::Resource::new("/static/{file}").get(file),
     ]
 }
@@ -77,6 +100,11 @@ async fn index(req: HttpRequest) -> HttpResponse {
 /// names no board is reported by the page itself (the API answers it 400 or 404).
 async fn board(req: HttpRequest) -> HttpResponse {
     serve(&req, BOARD_HTML)
+}
+
+/// The API reference: the OpenAPI document rendered by Redoc.
+async fn docs(req: HttpRequest) -> HttpResponse {
+    serve_with(&req, DOCS_HTML, DOCS_CONTENT_SECURITY_POLICY)
 }
 
 async fn file(req: HttpRequest, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -97,6 +125,10 @@ fn etag(body: &[u8]) -> String {
 }
 
 fn serve(req: &HttpRequest, asset: Asset) -> HttpResponse {
+    serve_with(req, asset, CONTENT_SECURITY_POLICY)
+}
+
+fn serve_with(req: &HttpRequest, asset: Asset, policy: &'static str) -> HttpResponse {
     let tag = etag(asset.body);
     // `no-cache` revalidates every time; the ETag makes that a cheap 304 after a deploy
     // has not changed the file, and a fresh copy when it has.
@@ -115,7 +147,7 @@ fn serve(req: &HttpRequest, asset: Asset) -> HttpResponse {
         .insert_header((header::ETAG, tag))
         .insert_header((
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            HeaderValue::from_static(policy),
         ))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
@@ -141,6 +173,8 @@ mod tests {
             ("board.js", "text/javascript"),
             ("index.js", "text/javascript"),
             ("signin.js", "text/javascript"),
+            ("docs.js", "text/javascript"),
+            ("redoc.standalone.js", "text/javascript"),
             ("icon.svg", "image/svg+xml"),
         ] {
             let asset = static_asset(name).unwrap_or_else(|| panic!("{name} is listed"));
@@ -169,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_pages_load_nothing_inline() {
-        for page in [INDEX_HTML, BOARD_HTML] {
+        for page in [INDEX_HTML, BOARD_HTML, DOCS_HTML] {
             let text = std::str::from_utf8(page.body).expect("pages are UTF-8");
             assert!(!text.contains("style=\""), "no inline style attribute");
             assert!(!text.contains("<style"), "no inline style element");
@@ -182,6 +216,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_docs_policy_loosens_only_styles_and_workers() {
+        let directives = |policy: &str| -> Vec<String> {
+            policy.split(';').map(|d| d.trim().to_string()).collect()
+        };
+        let pages = directives(CONTENT_SECURITY_POLICY);
+        let docs = directives(DOCS_CONTENT_SECURITY_POLICY);
+        let added: Vec<&String> = docs.iter().filter(|d| !pages.contains(d)).collect();
+        assert_eq!(
+            added,
+            ["style-src 'self' 'unsafe-inline'", "worker-src blob:"],
+            "scripts and connections stay same-origin on /docs"
+        );
+        assert_eq!(
+            pages.len() + 1,
+            docs.len(),
+            "one directive replaced, one added"
+        );
+    }
+
     #[actix_web::test]
     async fn pages_carry_the_security_headers() {
         let app = actix_web::test::init_service(
@@ -192,10 +246,14 @@ mod tests {
                 }),
         )
         .await;
-        for path in [
-            "/",
-            "/b/6f1c0000-0000-4000-8000-000000000000",
-            "/static/board.js",
+        for (path, policy) in [
+            ("/", CONTENT_SECURITY_POLICY),
+            (
+                "/b/6f1c0000-0000-4000-8000-000000000000",
+                CONTENT_SECURITY_POLICY,
+            ),
+            ("/static/board.js", CONTENT_SECURITY_POLICY),
+            ("/docs", DOCS_CONTENT_SECURITY_POLICY),
         ] {
             let req = actix_web::test::TestRequest::get().uri(path).to_request();
             let res = actix_web::test::call_service(&app, req).await;
@@ -204,7 +262,7 @@ mod tests {
             assert_eq!(
                 h.get("content-security-policy")
                     .and_then(|v| v.to_str().ok()),
-                Some(CONTENT_SECURITY_POLICY),
+                Some(policy),
                 "{path}"
             );
             assert_eq!(
