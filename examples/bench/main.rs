@@ -63,6 +63,10 @@ enum Job {
     PerStream,
     /// API write throughput, with and without subscribers
     Throughput,
+    /// The write path next to its ceiling in one run: raw INSERT + NOTIFY (one listener),
+    /// then API writes with no subscribers and a board per writer, in both modes (only
+    /// when named: a full run has these rows in `raw` and `throughput`)
+    Writes,
     /// Fan-out latency in shared mode (`--sizes`)
     Shared,
     /// Memory per idle stream in shared mode (`--idle`)
@@ -240,6 +244,15 @@ async fn run() -> Res<()> {
             jobs::throughput::throughput(&mut ctx, Mode::Shared, n, true),
             writes
         );
+    }
+    if args.only.contains(&Job::Writes) {
+        attempt!(jobs::raw::raw(&mut ctx, 1), raws);
+        for mode in [Mode::PerStream, Mode::Shared] {
+            attempt!(
+                jobs::throughput::throughput(&mut ctx, mode, 0, true),
+                writes
+            );
+        }
     }
     if want(Job::Shared) {
         for &n in &args.shared_sizes {

@@ -1,13 +1,11 @@
 //! Board statements and row mapping.
 
-use chrono::Utc;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{DbError, events, notes};
+use super::{DbError, notes};
 use crate::domain::{
     board::{Board, BoardCursor, BoardTitle},
-    event::Change,
     ids::BoardId,
     note::Note,
 };
@@ -105,42 +103,42 @@ pub async fn snapshot(
     Ok(Some((board, notes)))
 }
 
-/// Renames a board and announces `board.updated`. `None` when there is no such board.
+/// Renames a board and announces `board.updated`, in one round trip (see
+/// `sql/0004_write_functions.sql`). `None` when there is no such board.
 pub async fn update_title(
-    client: &mut deadpool_postgres::Object,
+    client: &impl GenericClient,
     id: BoardId,
     title: &BoardTitle,
     retention: i64,
 ) -> Result<Option<Board>, DbError> {
-    let tx = client.transaction().await?;
-    let stmt = tx
+    let stmt = client
         .prepare_cached(&format!(
-            "UPDATE boards SET title = $2, seq = seq + 1, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            "SELECT {COLUMNS} FROM boardcast_board_rename($1, $2, $3, $4, $5)"
         ))
         .await?;
-    let Some(row) = tx.query_opt(&stmt, &[&id.uuid(), &title.as_str()]).await? else {
-        return Ok(None);
-    };
-    let board = board_from(&row)?;
-    events::publish(&tx, id, board.seq, Change::BoardUpdated(&board), retention).await?;
-    tx.commit().await?;
-    Ok(Some(board))
+    let row = client
+        .query_opt(
+            &stmt,
+            &[
+                &id.uuid(),
+                &title.as_str(),
+                &id.channel(),
+                &retention,
+                &notes::NOTIFY_LIMIT,
+            ],
+        )
+        .await?;
+    row.as_ref().map(board_from).transpose()
 }
 
 /// Deletes a board with its notes and events, and announces `board.deleted` (not logged:
-/// the log goes with the board). `false` when there is no such board.
-pub async fn delete(client: &mut deadpool_postgres::Object, id: BoardId) -> Result<bool, DbError> {
-    let tx = client.transaction().await?;
-    let Some(seq) = events::next_seq(&tx, id).await? else {
-        return Ok(false);
-    };
-    let stmt = tx
-        .prepare_cached("DELETE FROM boards WHERE id = $1")
+/// the log goes with the board), in one round trip. `false` when there is no such board.
+pub async fn delete(client: &impl GenericClient, id: BoardId) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached("SELECT boardcast_board_delete($1, $2, $3)")
         .await?;
-    tx.execute(&stmt, &[&id.uuid()]).await?;
-    let change = Change::BoardDeleted(id);
-    let data = change.encode(seq, id, Utc::now());
-    events::notify(&tx, id, seq, change.kind(), &data).await?;
-    tx.commit().await?;
-    Ok(true)
+    let row = client
+        .query_one(&stmt, &[&id.uuid(), &id.channel(), &notes::NOTIFY_LIMIT])
+        .await?;
+    Ok(row.get(0))
 }

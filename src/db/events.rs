@@ -1,17 +1,11 @@
-//! The event log and NOTIFY: how a write announces itself, and how streams read history.
+//! The event log: how streams read history. Writes log and NOTIFY their events in the
+//! write functions of `sql/0004_write_functions.sql` (`boardcast_publish`), which also
+//! prune the log past `EVENT_RETENTION` on every 64th event of a board.
 
-use chrono::Utc;
 use deadpool_postgres::GenericClient;
 
 use super::DbError;
-use crate::domain::{
-    event::{Change, EventKind, notify_payload},
-    ids::BoardId,
-};
-
-/// Pruning runs on every 64th event of a board, deleting at most 64 rows: the cost of
-/// retention is spread evenly over writes instead of landing on one.
-const PRUNE_EVERY: i64 = 64;
+use crate::domain::{event::EventKind, ids::BoardId};
 
 /// One logged event: its seq, its name and its `data:` line.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,65 +13,6 @@ pub struct LoggedEvent {
     pub seq: i64,
     pub kind: EventKind,
     pub data: String,
-}
-
-/// Takes the board's next sequence number. The row lock it takes is held until commit, so
-/// writes to one board commit in seq order. `None` when the board does not exist.
-pub async fn next_seq(tx: &impl GenericClient, board_id: BoardId) -> Result<Option<i64>, DbError> {
-    let stmt = tx
-        .prepare_cached("UPDATE boards SET seq = seq + 1 WHERE id = $1 RETURNING seq")
-        .await?;
-    Ok(tx
-        .query_opt(&stmt, &[&board_id.uuid()])
-        .await?
-        .map(|r| r.try_get("seq"))
-        .transpose()?)
-}
-
-/// Logs the event of `change` as `seq`, prunes the log past `retention`, and NOTIFYs the
-/// board's channel. Call inside the writing transaction: listeners hear of it only if the
-/// transaction commits.
-pub async fn publish(
-    tx: &impl GenericClient,
-    board_id: BoardId,
-    seq: i64,
-    change: Change<'_>,
-    retention: i64,
-) -> Result<(), DbError> {
-    let at = Utc::now();
-    let kind = change.kind();
-    let data = change.encode(seq, board_id, at);
-    let insert = tx
-        .prepare_cached("INSERT INTO events (board_id, seq, type, payload, at) VALUES ($1, $2, $3, $4::text::json, $5)")
-        .await?;
-    tx.execute(
-        &insert,
-        &[&board_id.uuid(), &seq, &kind.as_str(), &data, &at],
-    )
-    .await?;
-    if seq % PRUNE_EVERY == 0 && seq > retention {
-        let prune = tx
-            .prepare_cached("DELETE FROM events WHERE board_id = $1 AND seq <= $2")
-            .await?;
-        tx.execute(&prune, &[&board_id.uuid(), &(seq - retention)])
-            .await?;
-    }
-    notify(tx, board_id, seq, kind, &data).await
-}
-
-/// NOTIFYs without logging: for `board.deleted`, whose log goes with the board.
-pub async fn notify(
-    tx: &impl GenericClient,
-    board_id: BoardId,
-    seq: i64,
-    kind: EventKind,
-    data: &str,
-) -> Result<(), DbError> {
-    let payload = notify_payload(data, seq, kind, board_id);
-    // Bind parameters, never SQL built from strings; `execute` because the result is void.
-    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-    tx.execute(&stmt, &[&board_id.channel(), &payload]).await?;
-    Ok(())
 }
 
 /// Events of a board with `after < seq <= upto`, oldest first, at most `limit`.

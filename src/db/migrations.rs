@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "presence_versions",
         sql: include_str!("../../sql/0003_presence_versions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "write_functions",
+        sql: include_str!("../../sql/0004_write_functions.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.

@@ -1,12 +1,13 @@
-//! Note statements. Every write takes the board's next seq first (locking the board row),
-//! changes the note, and publishes its event in the same transaction.
+//! Note statements. Each write is one call of a function of `sql/0004_write_functions.sql`:
+//! it takes the board's next seq (locking the board row), changes the note and publishes
+//! its event, in one statement and so one transaction and one round trip.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{DbError, events};
+use super::DbError;
 use crate::domain::{
-    event::Change,
+    event::NOTIFY_PAYLOAD_LIMIT,
     ids::{BoardId, NoteId},
     note::{NewNote, Note, NotePatch, Precondition},
 };
@@ -33,6 +34,9 @@ fn note_from(row: &Row) -> Result<Note, DbError> {
     })
 }
 
+/// PostgreSQL's NOTIFY payload limit, as the write functions take it.
+pub(crate) const NOTIFY_LIMIT: i32 = NOTIFY_PAYLOAD_LIMIT as i32;
+
 /// How a note write ended, short of a database failure.
 #[derive(Debug)]
 pub enum Outcome<T> {
@@ -58,29 +62,48 @@ pub async fn list(client: &impl GenericClient, board_id: BoardId) -> Result<Vec<
         .collect()
 }
 
+/// How a write function of `sql/0004_write_functions.sql` ended, with the note it returned.
+fn settle(row: &Row) -> Result<Outcome<Note>, DbError> {
+    let outcome: &str = row.try_get("outcome")?;
+    let note = || note_from(row);
+    Ok(match outcome {
+        "done" => Outcome::Done(note()?),
+        "stale" => Outcome::Stale(note()?),
+        "no_board" => Outcome::NoBoard,
+        "no_note" => Outcome::NoNote,
+        other => {
+            return Err(DbError::query(format!(
+                "a write function answered the unknown outcome {other:?}"
+            )));
+        }
+    })
+}
+
+/// The columns a note write function's answer is read by: its outcome, then the note.
+const OUTCOME_COLUMNS: &str = "o.outcome, (o.note).*";
+
+/// Creates a note and announces `note.created`: one statement, one round trip (the function
+/// takes the board's next seq under its row lock, logs the event and NOTIFYs, all in the
+/// statement's transaction).
 pub async fn insert(
-    client: &mut deadpool_postgres::Object,
+    client: &impl GenericClient,
     board_id: BoardId,
     new: &NewNote,
     author: Option<&str>,
     retention: i64,
 ) -> Result<Outcome<Note>, DbError> {
-    let tx = client.transaction().await?;
-    let Some(seq) = events::next_seq(&tx, board_id).await? else {
-        return Ok(Outcome::NoBoard);
-    };
-    let stmt = tx
+    let stmt = client
         .prepare_cached(&format!(
-            "INSERT INTO notes (id, board_id, text, x, y, color, width, height, author)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+            "SELECT {OUTCOME_COLUMNS} FROM boardcast_note_insert(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) o"
         ))
         .await?;
-    let row = tx
+    let row = client
         .query_one(
             &stmt,
             &[
-                &NoteId::new().uuid(),
                 &board_id.uuid(),
+                &NoteId::new().uuid(),
                 &new.text,
                 &new.x,
                 &new.y,
@@ -88,124 +111,83 @@ pub async fn insert(
                 &new.width,
                 &new.height,
                 &author,
+                &board_id.channel(),
+                &retention,
+                &NOTIFY_LIMIT,
             ],
         )
         .await?;
-    let note = note_from(&row)?;
-    events::publish(&tx, board_id, seq, Change::NoteCreated(&note), retention).await?;
-    tx.commit().await?;
-    Ok(Outcome::Done(note))
+    settle(&row)
 }
 
-/// Checks `If-Match` against the note, under the board lock the caller already holds.
-async fn check(
-    tx: &impl GenericClient,
-    board_id: BoardId,
-    note_id: NoteId,
-    precondition: Option<&Precondition>,
-) -> Result<Option<Outcome<()>>, DbError> {
-    let Some(precondition) = precondition else {
-        return Ok(None);
-    };
-    let stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM notes WHERE id = $1 AND board_id = $2"
-        ))
-        .await?;
-    Ok(
-        match tx
-            .query_opt(&stmt, &[&note_id.uuid(), &board_id.uuid()])
-            .await?
-        {
-            None => Some(Outcome::NoNote),
-            Some(row) => {
-                let note = note_from(&row)?;
-                (!precondition.admits(note.version)).then_some(Outcome::Stale(note))
-            }
-        },
-    )
-}
-
+/// Changes a note and announces `note.updated`, in one round trip. Refused (no board, no
+/// note, `If-Match` stale) before a seq is taken: nothing changes and no event is logged.
 pub async fn update(
-    client: &mut deadpool_postgres::Object,
+    client: &impl GenericClient,
     board_id: BoardId,
     note_id: NoteId,
     patch: &NotePatch,
     precondition: Option<&Precondition>,
     retention: i64,
 ) -> Result<Outcome<Note>, DbError> {
-    let tx = client.transaction().await?;
-    let Some(seq) = events::next_seq(&tx, board_id).await? else {
-        return Ok(Outcome::NoBoard);
-    };
-    match check(&tx, board_id, note_id, precondition).await? {
-        Some(Outcome::Stale(note)) => return Ok(Outcome::Stale(note)),
-        Some(_) => return Ok(Outcome::NoNote),
-        None => {}
-    }
-    let stmt = tx
+    let stmt = client
         .prepare_cached(&format!(
-            "UPDATE notes SET
-                 text = coalesce($3::text, text),
-                 x = coalesce($4::float8, x),
-                 y = coalesce($5::float8, y),
-                 color = coalesce($6::text, color),
-                 width = coalesce($7::float8, width),
-                 height = coalesce($8::float8, height),
-                 version = version + 1,
-                 updated_at = now()
-             WHERE id = $1 AND board_id = $2 RETURNING {COLUMNS}"
+            "SELECT {OUTCOME_COLUMNS} FROM boardcast_note_update(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) o"
         ))
         .await?;
-    let row = tx
-        .query_opt(
+    let row = client
+        .query_one(
             &stmt,
             &[
-                &note_id.uuid(),
                 &board_id.uuid(),
+                &note_id.uuid(),
                 &patch.text,
                 &patch.x,
                 &patch.y,
                 &patch.color,
                 &patch.width,
                 &patch.height,
+                &precondition.and_then(Precondition::versions),
+                &board_id.channel(),
+                &retention,
+                &NOTIFY_LIMIT,
             ],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok(Outcome::NoNote);
-    };
-    let note = note_from(&row)?;
-    events::publish(&tx, board_id, seq, Change::NoteUpdated(&note), retention).await?;
-    tx.commit().await?;
-    Ok(Outcome::Done(note))
+    settle(&row)
 }
 
+/// Deletes a note and announces `note.deleted`, in one round trip, refused as `update` is.
 pub async fn delete(
-    client: &mut deadpool_postgres::Object,
+    client: &impl GenericClient,
     board_id: BoardId,
     note_id: NoteId,
     precondition: Option<&Precondition>,
     retention: i64,
 ) -> Result<Outcome<()>, DbError> {
-    let tx = client.transaction().await?;
-    let Some(seq) = events::next_seq(&tx, board_id).await? else {
-        return Ok(Outcome::NoBoard);
-    };
-    if let Some(outcome) = check(&tx, board_id, note_id, precondition).await? {
-        return Ok(outcome);
-    }
-    let stmt = tx
-        .prepare_cached("DELETE FROM notes WHERE id = $1 AND board_id = $2")
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {OUTCOME_COLUMNS} FROM boardcast_note_delete($1, $2, $3, $4, $5, $6) o"
+        ))
         .await?;
-    if tx
-        .execute(&stmt, &[&note_id.uuid(), &board_id.uuid()])
-        .await?
-        == 0
-    {
-        return Ok(Outcome::NoNote);
-    }
-    events::publish(&tx, board_id, seq, Change::NoteDeleted(note_id), retention).await?;
-    tx.commit().await?;
-    Ok(Outcome::Done(()))
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &board_id.uuid(),
+                &note_id.uuid(),
+                &precondition.and_then(Precondition::versions),
+                &board_id.channel(),
+                &retention,
+                &NOTIFY_LIMIT,
+            ],
+        )
+        .await?;
+    Ok(match settle(&row)? {
+        Outcome::Done(_) => Outcome::Done(()),
+        Outcome::Stale(note) => Outcome::Stale(note),
+        Outcome::NoBoard => Outcome::NoBoard,
+        Outcome::NoNote => Outcome::NoNote,
+    })
 }

@@ -139,7 +139,7 @@ pub async fn apply(
         return Ok(Some(applied));
     }
     applied.version = version + notices.len() as i64;
-    // The count itself is kept by the table's trigger (sql/0003), from the rows.
+    // The count itself is kept by the table's trigger (sql/0004), from the rows.
     let update = tx
         .prepare_cached("UPDATE board_presence SET version = $2, crowd = $3 WHERE board_id = $1")
         .await?;

@@ -1,13 +1,9 @@
-//! Board events: the JSON line a write logs and announces, and the NOTIFY payload.
+//! Board events: their names and what a NOTIFY payload says. The event's `data` line is
+//! written (and logged, and NOTIFYed, by reference when too large) by the write functions
+//! of `sql/0004_write_functions.sql`, in the writing statement itself.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use super::{
-    board::Board,
-    ids::{BoardId, NoteId},
-    note::Note,
-};
 
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more ("payload string too long").
 pub const NOTIFY_PAYLOAD_LIMIT: usize = 8000;
@@ -48,70 +44,6 @@ impl EventKind {
 
     pub fn parse(name: &str) -> Option<EventKind> {
         EventKind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-}
-
-/// What a write changed; it becomes one event.
-#[derive(Clone, Copy, Debug)]
-pub enum Change<'a> {
-    BoardUpdated(&'a Board),
-    BoardDeleted(BoardId),
-    NoteCreated(&'a Note),
-    NoteUpdated(&'a Note),
-    NoteDeleted(NoteId),
-}
-
-/// The `board` or `note` member of an event: the full new state, or just the id.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Subject<'a> {
-    Board(&'a Board),
-    Note(&'a Note),
-    Id { id: String },
-}
-
-#[derive(Serialize)]
-struct Wire<'a> {
-    seq: i64,
-    #[serde(rename = "type")]
-    kind: EventKind,
-    board_id: BoardId,
-    at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    board: Option<Subject<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<Subject<'a>>,
-}
-
-impl Change<'_> {
-    pub fn kind(&self) -> EventKind {
-        match self {
-            Change::BoardUpdated(_) => EventKind::BoardUpdated,
-            Change::BoardDeleted(_) => EventKind::BoardDeleted,
-            Change::NoteCreated(_) => EventKind::NoteCreated,
-            Change::NoteUpdated(_) => EventKind::NoteUpdated,
-            Change::NoteDeleted(_) => EventKind::NoteDeleted,
-        }
-    }
-
-    /// The event's `data` line: `{"seq","type","board_id","at", board|note}`.
-    pub fn encode(&self, seq: i64, board_id: BoardId, at: DateTime<Utc>) -> String {
-        let (board, note) = match *self {
-            Change::BoardUpdated(b) => (Some(Subject::Board(b)), None),
-            Change::BoardDeleted(id) => (Some(Subject::Id { id: id.to_string() }), None),
-            Change::NoteCreated(n) | Change::NoteUpdated(n) => (None, Some(Subject::Note(n))),
-            Change::NoteDeleted(id) => (None, Some(Subject::Id { id: id.to_string() })),
-        };
-        let wire = Wire {
-            seq,
-            kind: self.kind(),
-            board_id,
-            at,
-            board,
-            note,
-        };
-        // Serializing plain structs of strings and numbers cannot fail.
-        serde_json::to_string(&wire).unwrap_or_default()
     }
 }
 
@@ -157,92 +89,9 @@ impl Notification {
     }
 }
 
-/// The NOTIFY payload for an event: the event itself when it fits under PostgreSQL's
-/// limit, else a reference (board id and seq) that listeners resolve from the log.
-pub fn notify_payload(data: &str, seq: i64, kind: EventKind, board_id: BoardId) -> String {
-    if data.len() < NOTIFY_PAYLOAD_LIMIT {
-        data.to_string()
-    } else {
-        format!(
-            "{{\"seq\":{seq},\"type\":\"{}\",\"board_id\":\"{board_id}\",\"ref\":true}}",
-            kind.as_str()
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn note(text: &str) -> Note {
-        let now = Utc::now();
-        Note {
-            id: NoteId::new(),
-            board_id: BoardId::new(),
-            text: text.into(),
-            x: 1.0,
-            y: 2.0,
-            color: "#ffffff".into(),
-            width: 100.0,
-            height: 100.0,
-            version: 1,
-            author: None,
-            created_at: now,
-            updated_at: now,
-        }
-    }
-
-    #[test]
-    fn events_are_one_json_line_with_the_contract_fields() {
-        let n = note("two\nlines \"quoted\"");
-        let line = Change::NoteCreated(&n).encode(7, n.board_id, Utc::now());
-        assert!(!line.contains('\n'));
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
-        assert_eq!(v["seq"], 7);
-        assert_eq!(v["type"], "note.created");
-        assert_eq!(v["note"]["text"], "two\nlines \"quoted\"");
-        assert!(line.starts_with("{\"seq\":7,"));
-    }
-
-    #[test]
-    fn deletions_carry_only_the_id() {
-        let id = NoteId::new();
-        let line = Change::NoteDeleted(id).encode(3, BoardId::new(), Utc::now());
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
-        assert_eq!(v["note"], serde_json::json!({ "id": id.to_string() }));
-        let b = BoardId::new();
-        let line = Change::BoardDeleted(b).encode(4, b, Utc::now());
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
-        assert_eq!(v["board"], serde_json::json!({ "id": b.to_string() }));
-    }
-
-    #[test]
-    fn large_events_are_announced_by_reference() {
-        let n = note(&"x".repeat(10_000));
-        let line = Change::NoteUpdated(&n).encode(9, n.board_id, Utc::now());
-        let payload = notify_payload(&line, 9, EventKind::NoteUpdated, n.board_id);
-        assert!(payload.len() < NOTIFY_PAYLOAD_LIMIT);
-        let expected = Notification::Change {
-            seq: 9,
-            kind: EventKind::NoteUpdated,
-            reference: true,
-            at: None,
-        };
-        assert_eq!(Notification::parse(&payload), Some(expected));
-        let at = Utc::now();
-        let small = Change::NoteUpdated(&note("hi")).encode(10, n.board_id, at);
-        assert_eq!(
-            notify_payload(&small, 10, EventKind::NoteUpdated, n.board_id),
-            small
-        );
-        let expected = Notification::Change {
-            seq: 10,
-            kind: EventKind::NoteUpdated,
-            reference: false,
-            at: Some(at),
-        };
-        assert_eq!(Notification::parse(&small), Some(expected));
-    }
 
     #[test]
     fn presence_notices_carry_their_batch() {

@@ -287,6 +287,20 @@ impl Precondition {
         Precondition::Tags(entity_tags(header).unwrap_or_default())
     }
 
+    /// The versions this precondition admits, for the write functions: `None` when any
+    /// version may be changed (`*`). A tag is a version only in its canonical decimal form
+    /// (`"1"`, never `"01"` or `"+1"`), which is what makes the comparison exact text.
+    pub fn versions(&self) -> Option<Vec<i64>> {
+        match self {
+            Precondition::Any => None,
+            Precondition::Tags(tags) => Some(
+                tags.iter()
+                    .filter_map(|tag| tag.parse::<i64>().ok().filter(|v| v.to_string() == *tag))
+                    .collect(),
+            ),
+        }
+    }
+
     pub fn admits(&self, version: i64) -> bool {
         match self {
             Precondition::Any => true,
@@ -349,6 +363,22 @@ mod precondition_tests {
         assert!(Precondition::parse("W/\"2\", \"3\"").admits(3));
         assert!(Precondition::parse("*").admits(99));
         assert!(Precondition::parse("\"12\"").admits(12));
+    }
+
+    #[test]
+    fn the_versions_admitted_are_exactly_the_tags_that_match() {
+        assert_eq!(Precondition::parse("*").versions(), None);
+        assert_eq!(
+            Precondition::parse("\"3\", \"03\", \"+4\", W/\"5\", \"x\", \"6\"").versions(),
+            Some(vec![3, 6])
+        );
+        assert_eq!(Precondition::parse("3").versions(), Some(vec![]));
+        for version in [0, 1, 9, 10, 123_456_789, i64::MAX] {
+            let tag = format!("\"{version}\"");
+            let parsed = Precondition::parse(&tag);
+            assert_eq!(parsed.versions(), Some(vec![version]));
+            assert!(parsed.admits(version));
+        }
     }
 
     #[test]

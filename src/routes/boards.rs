@@ -162,8 +162,8 @@ pub async fn rename(
 ) -> Result<HttpResponse, ApiError> {
     caller.may_write(id)?;
     let title = BoardTitle::parse(body.read().await?.title).map_err(invalid)?;
-    let mut client = state.db.client().await?;
-    let board = boards::update_title(&mut client, id, &title, state.settings.event_retention)
+    let client = state.db.client().await?;
+    let board = boards::update_title(&client, id, &title, state.settings.event_retention)
         .await?
         .ok_or_else(|| ApiError::board_not_found(id))?;
     Ok(HttpResponse::Ok().json(board))
@@ -186,8 +186,8 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may_write(id)?;
-    let mut client = state.db.client().await?;
-    if !boards::delete(&mut client, id).await? {
+    let client = state.db.client().await?;
+    if !boards::delete(&client, id).await? {
         return Err(ApiError::board_not_found(id));
     }
     Ok(HttpResponse::NoContent().finish())

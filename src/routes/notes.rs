@@ -99,9 +99,9 @@ pub async fn create(
     caller.may_write(board)?;
     let new = NewNote::parse(body.read().await?).map_err(|e| ApiError::Validation(e.0))?;
     let author = caller.author(&req)?;
-    let mut client = state.db.client().await?;
+    let client = state.db.client().await?;
     match notes::insert(
-        &mut client,
+        &client,
         board,
         &new,
         author.as_deref(),
@@ -148,9 +148,9 @@ pub async fn update(
     caller.may_write(board)?;
     let patch = NotePatch::parse(body.read().await?).map_err(|e| ApiError::Validation(e.0))?;
     let precondition = precondition(&req)?;
-    let mut client = state.db.client().await?;
+    let client = state.db.client().await?;
     let outcome = notes::update(
-        &mut client,
+        &client,
         board,
         note,
         &patch,
@@ -183,9 +183,9 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.may_write(board)?;
     let precondition = precondition(&req)?;
-    let mut client = state.db.client().await?;
+    let client = state.db.client().await?;
     let outcome = notes::delete(
-        &mut client,
+        &client,
         board,
         note,
         precondition.as_ref(),

@@ -246,6 +246,145 @@ async fn the_event_log_keeps_the_newest_events_past_retention() {
     );
 }
 
+/// The text of the `"note":` member of an event's data (what follows it, minus the
+/// closing brace of the event).
+fn note_text(data: &str) -> &str {
+    let start = data.find(",\"note\":").expect("a note member") + ",\"note\":".len();
+    &data[start..data.len() - 1]
+}
+
+#[tokio::test]
+async fn events_carry_the_note_exactly_as_the_api_answers_it() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let (_listener, mut rx) = listen(&app, &board).await;
+    let notes_path = format!("/api/boards/{board}/notes");
+    // Whole and fractional numbers, negative zero, a tiny one; text that must be escaped.
+    let bodies = [
+        json!({ "text": "plain", "x": 40, "y": 60 }),
+        json!({ "text": "q\"uote\\ \n\r\t \u{1} é 😀 </script>", "x": -0.5, "y": 999_999.875,
+                "width": 33.3, "height": 2000, "color": "#ABCDEF" }),
+        json!({ "text": "", "x": -0.0, "y": 0.00005, "width": 20.000_000_000_000_004 }),
+        json!({ "text": "pi", "x": std::f64::consts::PI, "y": -1_000_000 }),
+    ];
+    let mut answers = Vec::new();
+    for body in &bodies {
+        let response = app
+            .http
+            .post(app.url(&notes_path))
+            .header("X-Display-Name", "An%C3%A4 \"Q\"")
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 201);
+        answers.push(response.text().await.expect("body"));
+    }
+    let id: String = serde_json::from_str::<Value>(&answers[1]).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .into();
+    let patched = app
+        .patch_note(&board, &id, json!({ "x": 12.25, "text": "changed" }))
+        .await;
+    assert_eq!(patched.status(), 200);
+    answers.push(patched.text().await.expect("body"));
+
+    let notified = receive(&mut rx, &board, answers.len()).await;
+    for (n, ((payload, event), answer)) in notified.iter().zip(&answers).enumerate() {
+        let answer_json: Value = serde_json::from_str(answer).expect("JSON");
+        assert_eq!(
+            event["note"], answer_json,
+            "event {n} holds the note as answered"
+        );
+        assert_eq!(event["seq"], n as i64 + 1);
+        assert!(
+            event["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+            "{payload}"
+        );
+        // Byte for byte where PostgreSQL and serde write numbers alike (not for 5e-5,
+        // which PostgreSQL writes 5e-05: the same number).
+        if n != 2 {
+            assert_eq!(
+                note_text(payload),
+                answer.as_str(),
+                "event {n}, byte for byte"
+            );
+        }
+    }
+    // And the board's own answer (read back through Rust) says the same.
+    let current: Value = app.get_json(&format!("/api/boards/{board}")).await;
+    for note in current["notes"].as_array().expect("notes") {
+        let logged = notified
+            .iter()
+            .rev()
+            .find(|(_, e)| e["note"]["id"] == note["id"])
+            .expect("an event for every note");
+        assert_eq!(&logged.1["note"], note);
+    }
+
+    let renamed = app
+        .http
+        .patch(app.url(&format!("/api/boards/{board}")))
+        .json(&json!({ "title": "Ren\"amed ü" }))
+        .send()
+        .await
+        .expect("PATCH");
+    let answer = renamed.text().await.expect("body");
+    let (payload, event) = receive(&mut rx, &board, 1).await.remove(0);
+    assert_eq!(
+        event["board"],
+        serde_json::from_str::<Value>(&answer).expect("JSON")
+    );
+    assert!(
+        payload.ends_with(&format!(",\"board\":{answer}}}")),
+        "{payload}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_fails_inside_postgres_leaves_no_event_and_takes_no_seq() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let note = app.add_note(&board, "keep").await;
+    let id = note["id"].as_str().expect("id");
+    let (_listener, mut rx) = listen(&app, &board).await;
+    let sql = app.sql().await;
+    // A rule only PostgreSQL knows: the write gets as far as the note, then fails.
+    sql.batch_execute("ALTER TABLE notes ADD CONSTRAINT test_no_boom CHECK (text <> 'boom')")
+        .await
+        .expect("adds the constraint");
+    let response = app
+        .http
+        .post(app.url(&format!("/api/boards/{board}/notes")))
+        .json(&json!({ "text": "boom", "x": 0, "y": 0 }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 500);
+    let response = app.patch_note(&board, id, json!({ "text": "boom" })).await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(
+        logged_seqs(&app, &board).await,
+        vec![1],
+        "no event was logged"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "nothing was notified"
+    );
+    let current: Value = app.get_json(&format!("/api/boards/{board}")).await;
+    assert_eq!(current["seq"], 1, "no seq was taken");
+    assert_eq!(current["notes"][0]["version"], 1);
+    // The next write takes the next seq, with no gap.
+    app.add_note(&board, "fine").await;
+    let (_, event) = receive(&mut rx, &board, 1).await.remove(0);
+    assert_eq!(event["seq"], 2);
+    assert_eq!(logged_seqs(&app, &board).await, vec![1, 2]);
+}
+
 /// A new database with no schema at all; its name and URL.
 async fn empty_database() -> (String, String) {
     let settings = base_settings();

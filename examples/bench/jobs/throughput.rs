@@ -234,7 +234,10 @@ pub fn table(ctx: &mut Ctx, raws: &[RawRow], writes: &[ThroughputRow]) {
     let raw1 = raws.iter().find(|r| r.listeners == 1).map(|r| r.per_sec);
     if let Some(raw1) = raw1 {
         ctx.out("");
-        for w in writes.iter().filter(|w| w.label.starts_with("api shared")) {
+        for w in writes
+            .iter()
+            .filter(|w| w.label.starts_with("api shared") || w.subscribers == 0)
+        {
             ctx.out(format!(
                 "- ratio {} / raw INSERT+NOTIFY with one listener: {:.0}%",
                 w.label,
