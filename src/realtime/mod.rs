@@ -356,6 +356,15 @@ pub struct EventBody {
     abandoned: Arc<AtomicBool>,
 }
 
+impl EventBody {
+    /// Drops a body whose client left before it was handed over: its stream task sees the
+    /// channel close and ends as `client_gone` (not `slow`: the client never read at all).
+    pub fn discard(mut self) {
+        self.rx.close();
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
 impl Drop for EventBody {
     fn drop(&mut self) {
         if !self.rx.is_empty() {

@@ -14,6 +14,7 @@ use crate::db::boards;
 use crate::domain::ids::BoardId;
 use crate::error::ApiError;
 use crate::realtime::OpenRequest;
+use tokio::sync::oneshot;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -123,17 +124,28 @@ pub async fn stream(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let opening = opening(board, &caller, &req, &query)?;
-    let body = state
-        .live
-        .open(OpenRequest {
-            board: opening.board,
-            last_event_id: opening.last_event_id,
-            viewer: opening.viewer,
-            client_key: caller.client_key(),
-            // The stream ends when the token does, so access cannot outlive it.
-            expires_at: caller.expires_at(),
-        })
-        .await?;
+    let request = OpenRequest {
+        board: opening.board,
+        last_event_id: opening.last_event_id,
+        viewer: opening.viewer,
+        client_key: caller.client_key(),
+        // The stream ends when the token does, so access cannot outlive it.
+        expires_at: caller.expires_at(),
+    };
+    // actix drops a handler's future when its client hangs up. An opening cut between
+    // its presence join and its stream task would leave a viewer nobody removes, so the
+    // opening runs to its end in a task of its own; if the client is gone by then, the
+    // body is discarded and the stream task ends at once, announcing the leave.
+    let live = state.live.clone();
+    let (answer, opened) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(body)) = answer.send(live.open(request).await) {
+            body.discard();
+        }
+    });
+    let body = opened
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down; reconnect shortly"))??;
     Ok(stream_answer().streaming(body))
 }
 

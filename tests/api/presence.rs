@@ -288,3 +288,35 @@ async fn sigterm_leaves_no_viewer_behind() {
     assert_eq!(instances, 0, "the instance removed itself");
     drop(streams);
 }
+
+#[tokio::test]
+async fn viewers_who_hang_up_while_their_stream_is_opening_leave_no_trace() {
+    // Found by hostile testing: a client gone between the presence join and the start of
+    // its stream stayed listed for good. Hang up at every moment of the opening.
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let mut cuts = Vec::new();
+    for i in 0..40u64 {
+        let url = app.url(&format!("/api/boards/{board}/events?name=cut{i}"));
+        cuts.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            // Dropping the request future (or the answer) closes the connection.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(5 * i), client.get(url).send()).await;
+        }));
+    }
+    for cut in cuts {
+        cut.await.expect("cut task");
+    }
+    let empty = eventually(HEARTBEAT * 3 + Duration::from_secs(2), || async {
+        presence_of(&app, &board).await["viewers"]
+            .as_array()
+            .is_some_and(|v| v.is_empty())
+    })
+    .await;
+    assert!(
+        empty,
+        "viewers left behind: {}",
+        presence_of(&app, &board).await
+    );
+}
