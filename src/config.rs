@@ -61,6 +61,8 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
     /// Writes per second per client; 0 turns the limit off.
     pub write_rate_limit: u32,
+    /// `SIGNAL_RATE_LIMIT`: signals per second per viewer, in bursts of twice that; 0 is off.
+    pub signal_rate_limit: u32,
     pub trust_proxy: bool,
     pub cors_origins: Vec<String>,
     /// How long actix may drain connections after SIGTERM. Heroku kills at 30 s.
@@ -88,6 +90,8 @@ pub const DEFAULT_PRESENCE_LIST_LIMIT: usize = 100;
 /// The largest `PRESENCE_LIST_LIMIT` accepted: an opening `presence` event lists this many
 /// viewers (about 100 bytes each), so 10,000 is already a 1 MB event per stream.
 pub const MAX_PRESENCE_LIST_LIMIT: usize = 10_000;
+/// The contract's default `SIGNAL_RATE_LIMIT`.
+pub const DEFAULT_SIGNAL_RATE_LIMIT: u32 = 30;
 /// Shared mode's default cap on streams per instance (the contract's number).
 pub const DEFAULT_SHARED_MAX_STREAMS: usize = 10_000;
 
@@ -166,6 +170,19 @@ impl Settings {
                     })
             },
         )?;
+        let signal_rate_limit = parse_or(
+            "SIGNAL_RATE_LIMIT",
+            get("SIGNAL_RATE_LIMIT"),
+            DEFAULT_SIGNAL_RATE_LIMIT,
+            |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 1_000_000)
+                    .ok_or_else(|| {
+                        "must be a whole number of signals per second (0 turns it off)".to_string()
+                    })
+            },
+        )?;
         // Heroku's router is the TCP peer of every request, so behind it the client address
         // can only come from X-Forwarded-For; `DYNO` is set on every Heroku dyno.
         let trust_proxy = match get("TRUST_PROXY") {
@@ -217,6 +234,7 @@ impl Settings {
             event_retention,
             jwt_secret: get("JWT_SECRET"),
             write_rate_limit,
+            signal_rate_limit,
             trust_proxy,
             cors_origins,
             shutdown_grace,
@@ -378,6 +396,7 @@ mod tests {
         assert_eq!(s.event_retention, 10_000);
         assert_eq!(s.write_rate_limit, 20);
         assert_eq!(s.presence_list_limit, 100);
+        assert_eq!(s.signal_rate_limit, 30);
         assert!(!s.trust_proxy);
     }
 
@@ -396,6 +415,7 @@ mod tests {
             ("PRESENCE_LIST_LIMIT", "0"),
             ("PRESENCE_LIST_LIMIT", "many"),
             ("PRESENCE_LIST_LIMIT", "10001"),
+            ("SIGNAL_RATE_LIMIT", "-3"),
             ("TRUST_PROXY", "maybe"),
             ("CORS_ORIGINS", "example.com"),
             ("CORS_ORIGINS", "https://ok.example.com, *"),

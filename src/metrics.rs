@@ -26,7 +26,7 @@ use prometheus_client::{
 
 use crate::capacity::StreamBudget;
 use crate::db::Database;
-use crate::realtime::{CloseReason, Stats};
+use crate::realtime::{CloseReason, Stats, signals::DropReason};
 
 /// What `/metrics` answers with: the OpenMetrics text format, which Prometheus negotiates.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -251,6 +251,33 @@ impl Collector for Machinery {
             &latency.buckets,
             None,
         )?;
+
+        counter(
+            &mut encoder,
+            "signals_received",
+            "Signals accepted by this instance (POST /api/boards/{id}/signals answered 202).",
+            stats.signals_received_total(),
+        )?;
+        counter(
+            &mut encoder,
+            "signals_delivered",
+            "Signals queued to this instance's streams (one per stream a signal reaches).",
+            stats.signals_delivered_total(),
+        )?;
+        let dropped = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "signals_dropped",
+            "Signals not delivered, by reason: coalesced (a later one of the same viewer, kind \
+             and note replaced it), overload (a stream's queue was half full, or too many were \
+             waiting), unavailable (the database did not take their NOTIFY).",
+            None,
+            dropped.metric_type(),
+        )?;
+        for reason in DropReason::ALL {
+            let labels = [("reason", reason.as_str())];
+            ConstCounter::new(stats.signals_dropped_total(reason))
+                .encode(family.encode_family(&labels)?)?;
+        }
 
         gauge(
             &mut encoder,

@@ -10,7 +10,7 @@ use crate::capacity::StreamBudget;
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, migrations};
 use crate::metrics::{self, Metrics};
-use crate::realtime::{Live, LiveSettings, Stats, hub::Hub, presence::Presence};
+use crate::realtime::{Live, LiveSettings, Stats, hub::Hub, presence::Presence, signals::Signals};
 use crate::routes::{self, AppState};
 
 /// Above Heroku Router 2.0's 90 s idle timeout for router-to-dyno connections, so the
@@ -101,6 +101,8 @@ impl Application {
             ),
             ListenerMode::PerStream => None,
         };
+        let signals = Signals::new(db.clone(), stats.clone(), settings.signal_rate_limit);
+        signals.start(shutdown.clone());
         let live = Live::new(
             db.clone(),
             LiveSettings::new(&settings, max_streams),
@@ -108,6 +110,7 @@ impl Application {
             stats.clone(),
             presence.clone(),
             hub,
+            signals,
         );
         log::info!(
             "{}; heartbeat every {:?}",

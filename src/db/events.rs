@@ -15,6 +15,23 @@ pub struct LoggedEvent {
     pub data: String,
 }
 
+/// Sends several notifications in one statement (one round trip), in order: the signal
+/// batches of every board whose window closed. Outside a transaction each is delivered as
+/// soon as the statement ends.
+pub async fn notify_many(
+    client: &impl GenericClient,
+    channels: &[String],
+    payloads: &[String],
+) -> Result<(), DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(c, p, n) ORDER BY n",
+        )
+        .await?;
+    client.execute(&stmt, &[&channels, &payloads]).await?;
+    Ok(())
+}
+
 /// Events of a board with `after < seq <= upto`, oldest first, at most `limit`.
 pub async fn range(
     client: &impl GenericClient,

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "write_functions",
         sql: include_str!("../../sql/0004_write_functions.sql"),
     },
+    Migration {
+        version: 5,
+        name: "viewer_sub",
+        sql: include_str!("../../sql/0005_viewer_sub.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.

@@ -48,11 +48,14 @@ pub struct Applied {
 /// that takes the board's presence row lock (so a board's changes are serialized and
 /// numbered), and announces the change. Viewers already present are not added twice, and
 /// only the viewers a DELETE actually found are announced as left, so a viewer is never
-/// announced twice. `None` when the board does not exist.
+/// announced twice. `subs` are the joining viewers' token subjects, in the same order
+/// (kept for signals; `None` with auth off). `None` when the board does not exist.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     client: &mut deadpool_postgres::Object,
     board: BoardId,
     joining: &[Viewer],
+    subs: &[Option<String>],
     leaving: Leaving<'_>,
     instance: Uuid,
     limit: usize,
@@ -84,9 +87,10 @@ pub async fn apply(
     if !joining.is_empty() {
         let insert = tx
             .prepare_cached(
-                "INSERT INTO viewers (id, board_id, instance_id, name, since)
-                 SELECT u.id, $1, $2, u.name, u.since
-                 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[]) AS u(id, name, since)
+                "INSERT INTO viewers (id, board_id, instance_id, name, since, sub)
+                 SELECT u.id, $1, $2, u.name, u.since, u.sub
+                 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::text[])
+                      AS u(id, name, since, sub)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id",
             )
@@ -95,7 +99,10 @@ pub async fn apply(
         let names: Vec<&str> = joining.iter().map(|v| v.name.as_str()).collect();
         let sinces: Vec<DateTime<Utc>> = joining.iter().map(|v| v.since).collect();
         let inserted = tx
-            .query(&insert, &[&board.uuid(), &instance, &ids, &names, &sinces])
+            .query(
+                &insert,
+                &[&board.uuid(), &instance, &ids, &names, &sinces, &subs],
+            )
             .await?
             .iter()
             .map(|r| r.try_get("id"))
@@ -152,6 +159,22 @@ pub async fn apply(
     tx.execute(&notify, &[&board.channel(), &notices]).await?;
     tx.commit().await?;
     Ok(Some(applied))
+}
+
+/// A viewer of `board` with its name and the token subject its stream was opened with:
+/// who a signal from another instance is sent as.
+pub async fn find(
+    client: &impl GenericClient,
+    board: BoardId,
+    viewer: Uuid,
+) -> Result<Option<(String, Option<String>)>, DbError> {
+    let stmt = client
+        .prepare_cached("SELECT name, sub FROM viewers WHERE id = $1 AND board_id = $2")
+        .await?;
+    match client.query_opt(&stmt, &[&viewer, &board.uuid()]).await? {
+        Some(row) => Ok(Some((row.try_get("name")?, row.try_get("sub")?))),
+        None => Ok(None),
+    }
 }
 
 /// A board's presence as of one version: the count, the crowd state and the oldest viewers.

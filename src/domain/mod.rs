@@ -5,6 +5,7 @@ pub mod event;
 pub mod ids;
 pub mod note;
 pub mod presence;
+pub mod signal;
 pub mod viewer;
 
 /// A value that breaks one of the contract's limits; becomes 422 `validation_failed`.

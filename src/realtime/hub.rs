@@ -35,6 +35,7 @@ use super::{
     notification::{Decoded, Delivery, decode},
     presence::Presence,
     roster::{self, Listing, Roster},
+    signals::{self, DropReason},
     stats::Stats,
 };
 use crate::db::{Database, DbError};
@@ -468,6 +469,10 @@ impl HubTask {
                 self.on_presence(board, &batch).await;
                 return;
             }
+            Decoded::Signals { frames, count } => {
+                self.send_signals(board, frames, count);
+                return;
+            }
             // Gone from the log (pruned or the board deleted) or unreadable for now: the
             // streams find the gap on the next event and catch up, or end.
             Decoded::Missing | Decoded::Unavailable | Decoded::Unreadable => return,
@@ -539,6 +544,24 @@ impl HubTask {
                 Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
             });
         // An emptied board is UNLISTENed when its subscriptions' unsubscribes arrive.
+    }
+
+    /// Offers a signal batch to every stream of `board` with room for it. Unlike a change,
+    /// a signal that does not fit is dropped and the stream stays: signals are latest-wins.
+    fn send_signals(&mut self, board: BoardId, frames: Bytes, count: u64) {
+        let Some(entry) = self.boards.get(&board) else {
+            return;
+        };
+        for (_, tx) in &entry.streams {
+            let event = Delivery::Signals {
+                frames: frames.clone(),
+                count,
+            };
+            let sent = signals::has_room(tx.capacity()) && tx.try_send(event).is_ok();
+            if !sent && !tx.is_closed() {
+                self.stats.signal_dropped(DropReason::Overload, count);
+            }
+        }
     }
 }
 

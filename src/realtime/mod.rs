@@ -7,6 +7,7 @@ pub mod listener;
 pub mod notification;
 pub mod presence;
 pub mod roster;
+pub mod signals;
 pub mod sse;
 pub mod stats;
 mod stream;
@@ -36,6 +37,7 @@ use crate::error::ApiError;
 use hub::Hub;
 use presence::Presence;
 use roster::Listing;
+use signals::Signals;
 pub use stats::{CloseReason, Stats};
 
 /// A client more than this many events behind is closed as `slow` (the contract's number).
@@ -75,6 +77,9 @@ pub struct OpenRequest {
     pub client_key: String,
     /// When the caller's token expires; the stream is closed then.
     pub expires_at: Option<std::time::SystemTime>,
+    /// The caller's token subject (auth on): the only caller who may send signals as this
+    /// stream's viewer.
+    pub sub: Option<String>,
 }
 
 /// Shared by every stream of the process.
@@ -89,6 +94,7 @@ pub struct Live {
     presence: Arc<Presence>,
     /// The instance's shared listener (`LISTENER=shared`); `None` in per-stream mode.
     hub: Option<Hub>,
+    signals: Arc<Signals>,
 }
 
 /// How a stream begins.
@@ -107,11 +113,13 @@ impl Live {
         stats: Arc<Stats>,
         presence: Arc<Presence>,
         hub: Option<Hub>,
+        signals: Arc<Signals>,
     ) -> Live {
         Live {
             db,
             presence,
             hub,
+            signals,
             capacity: Arc::new(Semaphore::new(settings.max_streams)),
             settings: Arc::new(settings),
             per_client: Arc::default(),
@@ -130,6 +138,10 @@ impl Live {
 
     pub fn presence(&self) -> &Arc<Presence> {
         &self.presence
+    }
+
+    pub fn signals(&self) -> &Arc<Signals> {
+        &self.signals
     }
 
     /// Opens a stream: LISTEN first, then read the snapshot or plan the replay, then hand
@@ -178,6 +190,14 @@ impl Live {
             }
         };
 
+        let registration = self.signals.register(
+            viewer.id,
+            signals::Sender {
+                board: request.board,
+                name: viewer.name.clone(),
+                sub: request.sub.clone(),
+            },
+        );
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         let abandoned = Arc::new(AtomicBool::new(false));
         // The first bytes go out at once: Heroku's router wants a byte within 30 s.
@@ -222,7 +242,7 @@ impl Live {
             heartbeat: self.settings.heartbeat,
             shutdown: self.shutdown.clone(),
             stats: self.stats.clone(),
-            _slots: (slot, client_slot),
+            _slots: (slot, client_slot, registration),
         };
         tokio::spawn(task.run());
         Ok(EventBody { rx, abandoned })
@@ -259,7 +279,7 @@ impl Live {
         };
         let Some((viewer, version)) = self
             .presence
-            .join(request.board, request.viewer.clone())
+            .join(request.board, request.viewer.clone(), request.sub.clone())
             .await?
         else {
             return Ok(None);
@@ -344,8 +364,8 @@ impl Drop for ClientSlot {
     }
 }
 
-/// Both slots a stream holds for its lifetime.
-type Slots = (OwnedSemaphorePermit, ClientSlot);
+/// What a stream holds for its lifetime: its slots, and its viewer's right to send signals.
+type Slots = (OwnedSemaphorePermit, ClientSlot, signals::Registration);
 
 /// The response body of a stream: frames queued by its task. Dropping it (the client went
 /// away) closes the queue, which the task notices at once.

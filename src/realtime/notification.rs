@@ -42,6 +42,8 @@ pub enum Delivery {
     /// The listener was lost and is back: notifications may be missing, so catch up from
     /// the log; `presence` is the board's presence as it is now.
     Resync { presence: Arc<Listing> },
+    /// A batch of `count` signal frames, as one instance sent them (see `signals`).
+    Signals { frames: Bytes, count: u64 },
 }
 
 /// What one notification becomes.
@@ -52,6 +54,11 @@ pub(super) enum Decoded {
     Presence(Batch),
     /// A reference whose event the log no longer holds (pruned, or the board deleted).
     Missing,
+    /// A batch of signal frames, delivered as sent.
+    Signals {
+        frames: Bytes,
+        count: u64,
+    },
     /// A reference that could not be read: the database did not answer.
     Unavailable,
     /// Not a payload boardcast sends; logged and ignored.
@@ -60,6 +67,9 @@ pub(super) enum Decoded {
 
 /// Parses a NOTIFY payload, reads a reference's event from the log, and encodes the frame.
 pub(super) async fn decode(db: &Database, board: BoardId, payload: &str) -> Decoded {
+    if let Some((frames, count)) = super::signals::frames_of(payload) {
+        return Decoded::Signals { frames, count };
+    }
     match Notification::parse(payload) {
         Some(Notification::Change {
             seq,

@@ -38,6 +38,9 @@ pub struct Presence {
     /// This instance's viewers, so they can be re-announced if the instance was reaped
     /// while it could not reach the database.
     local: Mutex<HashMap<Uuid, (BoardId, Viewer)>>,
+    /// The token subject of each of this instance's viewers that has one (auth on): written
+    /// with the viewer, so a signal taken by another instance can be checked against it.
+    subs: Mutex<HashMap<Uuid, String>>,
     /// Leaves that failed (database unreachable), retried by the maintenance loop.
     pending_leaves: Mutex<Vec<(BoardId, Uuid)>>,
     /// Joins and leaves on their way to the batching writer.
@@ -86,6 +89,7 @@ impl Presence {
             heartbeat,
             limit,
             local: Mutex::default(),
+            subs: Mutex::default(),
             pending_leaves: Mutex::default(),
             changes,
             changes_rx: Mutex::new(Some(changes_rx)),
@@ -130,11 +134,13 @@ impl Presence {
     }
 
     /// Adds a viewer of `board` and returns it with the board's presence version once its
-    /// join is written and announced; `None` when the board does not exist.
+    /// join is written and announced; `None` when the board does not exist. `sub` is the
+    /// token subject of its stream (auth on), kept with it for signals.
     pub async fn join(
         &self,
         board: BoardId,
         name: String,
+        sub: Option<String>,
     ) -> Result<Option<(Viewer, i64)>, DbError> {
         let viewer = Viewer {
             id: Uuid::new_v4(),
@@ -143,6 +149,9 @@ impl Presence {
             // table must be the one announced.
             since: Utc::now().trunc_subsecs(6),
         };
+        if let Some(sub) = sub {
+            lock(&self.subs).insert(viewer.id, sub);
+        }
         let (done, written) = oneshot::channel();
         let change = Change::Join {
             board,
@@ -152,6 +161,7 @@ impl Presence {
         let stopped = || DbError::unavailable("the presence writer has stopped");
         self.changes.send(change).map_err(|_| stopped())?;
         let Some(version) = written.await.map_err(|_| stopped())?? else {
+            lock(&self.subs).remove(&viewer.id);
             return Ok(None);
         };
         self.lock_local().insert(viewer.id, (board, viewer.clone()));
@@ -162,6 +172,7 @@ impl Presence {
     /// database cannot be reached now).
     pub async fn leave(&self, board: BoardId, viewer: Uuid) {
         self.lock_local().remove(&viewer);
+        lock(&self.subs).remove(&viewer);
         let (done, written) = oneshot::channel();
         if self
             .changes
@@ -254,11 +265,16 @@ impl Presence {
         joining: &[Viewer],
         leaving: Leaving<'_>,
     ) -> Result<Option<Applied>, DbError> {
+        let subs: Vec<Option<String>> = {
+            let known = lock(&self.subs);
+            joining.iter().map(|v| known.get(&v.id).cloned()).collect()
+        };
         let mut client = self.db.client().await?;
         let applied = presence::apply(
             &mut client,
             board,
             joining,
+            &subs,
             leaving,
             self.instance,
             self.limit,
@@ -374,4 +390,8 @@ fn for_each_joiner(e: &DbError) -> DbError {
         DbErrorKind::Unavailable => DbError::unavailable(e.to_string()),
         DbErrorKind::Query => DbError::query(e.to_string()),
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

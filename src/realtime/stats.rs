@@ -80,6 +80,45 @@ pub struct Stats {
     /// Presence transactions written, and the joins and leaves they carried.
     presence_writes: AtomicU64,
     presence_changes: AtomicU64,
+    signals_received: AtomicU64,
+    signals_delivered: AtomicU64,
+    /// By `signals::DropReason`, in the order of `DropReason::ALL`.
+    signals_dropped: [AtomicU64; 3],
+}
+
+/// Signal counters: accepted by this instance, queued to its streams, dropped (why).
+impl Stats {
+    pub fn signal_received(&self) {
+        self.signals_received.fetch_add(1, Relaxed);
+    }
+
+    pub fn signals_delivered(&self, n: u64) {
+        self.signals_delivered.fetch_add(n, Relaxed);
+    }
+
+    pub fn signal_dropped(&self, reason: super::signals::DropReason, n: u64) {
+        let index = super::signals::DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.signals_dropped[index].fetch_add(n, Relaxed);
+    }
+
+    pub fn signals_received_total(&self) -> u64 {
+        self.signals_received.load(Relaxed)
+    }
+
+    pub fn signals_delivered_total(&self) -> u64 {
+        self.signals_delivered.load(Relaxed)
+    }
+
+    pub fn signals_dropped_total(&self, reason: super::signals::DropReason) -> u64 {
+        let index = super::signals::DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.signals_dropped[index].load(Relaxed)
+    }
 }
 
 impl Stats {

@@ -26,6 +26,7 @@ use super::{
     notification::{self, Decoded, Delivery},
     presence::Presence,
     roster::{CountPacer, Listing, announcement_frames},
+    signals::{self, DropReason},
     sse,
     stats::{CloseReason, Stats},
 };
@@ -352,6 +353,7 @@ impl StreamTask {
     ) -> Result<(), CloseReason> {
         let delivery = match notification::decode(&self.db, self.board, payload).await {
             Decoded::Change(delivery) => delivery,
+            Decoded::Signals { frames, count } => Delivery::Signals { frames, count },
             Decoded::Presence(batch) => return self.on_presence(&batch, progress).await,
             Decoded::Missing => return Err(CloseReason::HistoryGone),
             Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
@@ -402,6 +404,21 @@ impl StreamTask {
                 Ok(())
             }
             Delivery::Resync { presence } => self.resync(&presence, progress).await,
+            Delivery::Signals { frames, count } => {
+                self.push_signals(frames, count, progress);
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues a signal batch if the queue is at most half full; otherwise drops it, so
+    /// signals can never make a stream slow or hold up its change events.
+    fn push_signals(&self, frames: Bytes, count: u64, progress: &mut Progress) {
+        if signals::has_room(self.tx.capacity()) && self.tx.try_send(frames).is_ok() {
+            progress.sent += 1;
+            self.stats.signals_delivered(count);
+        } else if !self.tx.is_closed() {
+            self.stats.signal_dropped(DropReason::Overload, count);
         }
     }
 

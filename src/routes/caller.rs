@@ -90,7 +90,10 @@ fn identify(req: &HttpRequest) -> Result<Caller, ApiError> {
             Caller::Token(Box::new(claims))
         }
     };
-    if is_write(req.method()) {
+    // A signal changes nothing stored: read-only tokens may send them, and they have their
+    // own limit per viewer (SIGNAL_RATE_LIMIT) instead of the write limit.
+    let signal = req.match_pattern().as_deref() == Some(super::SIGNALS_ROUTE);
+    if is_write(req.method()) && !signal {
         if let Caller::Token(claims) = &caller
             && claims.readonly
         {
@@ -147,6 +150,14 @@ impl Caller {
         match self {
             Caller::Anonymous { ip } => format!("ip:{ip}"),
             Caller::Token(claims) => format!("sub:{}", claims.sub),
+        }
+    }
+
+    /// The token's `sub`; `None` with auth off.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Caller::Token(claims) => Some(&claims.sub),
+            Caller::Anonymous { .. } => None,
         }
     }
 

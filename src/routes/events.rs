@@ -131,6 +131,7 @@ pub async fn stream(
         client_key: caller.client_key(),
         // The stream ends when the token does, so access cannot outlive it.
         expires_at: caller.expires_at(),
+        sub: caller.subject().map(str::to_string),
     };
     // actix drops a handler's future when its client hangs up. An opening cut between
     // its presence join and its stream task would leave a viewer nobody removes, so the

@@ -12,6 +12,7 @@ mod notes;
 pub mod openapi;
 mod presence;
 mod request;
+mod signals;
 mod web_page;
 
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, http::Method, web};
@@ -34,6 +35,9 @@ pub struct AppState {
     pub live: Live,
     pub settings: Settings,
 }
+
+/// The signal route: a POST that writes nothing, so the write checks skip it.
+pub const SIGNALS_ROUTE: &str = "/api/boards/{board_id}/signals";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query_config());
@@ -69,6 +73,7 @@ fn resources() -> Vec<Resource> {
             .delete(notes::delete),
         // HEAD of the stream answers its headers without opening anything.
         Resource::new("/api/boards/{board_id}/events").get_and_head(events::stream, events::head),
+        Resource::new(SIGNALS_ROUTE).post(signals::send),
         Resource::new("/api/boards/{board_id}/presence").get(presence::list),
         Resource::new("/api/openapi.json").get(openapi::spec),
         Resource::new("/healthz").get(health::healthz),

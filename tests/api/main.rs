@@ -14,4 +14,5 @@ mod metrics;
 mod notes;
 mod openapi;
 mod presence;
+mod signals;
 mod writes;

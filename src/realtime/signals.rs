@@ -1,0 +1,401 @@
+//! Signals: what viewers broadcast to a board without storing it (cursors, a note being
+//! dragged, typing), carried to every stream of the board on every instance.
+//!
+//! A signal is accepted from a viewer (a stream open on the board, on any instance), held
+//! for at most [`WINDOW`] with the board's other signals on this instance, where a later
+//! signal of the same viewer, kind and note replaces an earlier one (latest wins), and then
+//! sent as the board's batch: already-encoded SSE frames in one NOTIFY on the board's own
+//! channel (split when over PostgreSQL's 8,000-byte payload limit). Every listener — this
+//! instance's included — hands the payload to its streams as is: a signal is encoded once
+//! for the whole deployment, and the NOTIFYs for signals grow with boards × instances ×
+//! windows, never with the number of senders.
+//!
+//! Signals never hold up change events: a stream whose queue is half full gets no signals
+//! (they are dropped, `reason="overload"`) rather than being pushed towards the slow-client
+//! bar, and they are never written to the log, so no replay holds one.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use tokio::{sync::Notify, time::Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{QUEUE_LIMIT, sse, stats::Stats};
+use crate::db::{Database, boards, events, presence};
+use crate::domain::{event::NOTIFY_PAYLOAD_LIMIT, ids::BoardId, signal::SignalBody};
+use crate::error::ApiError;
+
+/// How long a board's signals are gathered before they go out: the contract's "at most
+/// 50 ms", which also caps the NOTIFYs for signals at 20 per second per board per instance.
+pub const WINDOW: Duration = Duration::from_millis(50);
+/// Signals waiting on this instance beyond which new ones are dropped (`overload`): the
+/// database is not keeping up with the flushes. Latest-wins keeps the real number far below
+/// (one per viewer, kind and note).
+const PENDING_LIMIT: usize = 20_000;
+/// How long a viewer looked up in PostgreSQL (its stream is on another instance) is trusted
+/// before it is looked up again.
+const REMOTE_TTL: Duration = Duration::from_secs(5);
+/// Every signal NOTIFY payload starts with this: it is the first line of an SSE frame, which
+/// no change or presence payload (JSON objects) can start with.
+const FRAME_PREFIX: &str = "event: signal\n";
+
+/// Who a signal is sent as: a stream's viewer.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    pub board: BoardId,
+    pub name: String,
+    /// The token subject the stream was opened with (auth on); `None` with auth off.
+    pub sub: Option<String>,
+}
+
+/// Why a signal was not delivered, for `boardcast_signals_dropped_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A later signal of the same viewer, kind and note replaced it within the window.
+    Coalesced,
+    /// A stream's queue was half full, or too many signals were waiting on this instance.
+    Overload,
+    /// The NOTIFY carrying it failed (the database was unreachable).
+    Unavailable,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::Coalesced,
+        DropReason::Overload,
+        DropReason::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Coalesced => "coalesced",
+            DropReason::Overload => "overload",
+            DropReason::Unavailable => "unavailable",
+        }
+    }
+}
+
+type Key = (Uuid, String, Option<String>);
+
+/// One board's signals in the current window: first-arrival order, latest content.
+#[derive(Default)]
+struct Batch {
+    signals: Vec<(SignalBody, String, DateTime<Utc>)>,
+    index: HashMap<Key, usize>,
+}
+
+#[derive(Default)]
+struct Pending {
+    boards: HashMap<BoardId, Batch>,
+    count: usize,
+}
+
+/// The instance's signal machinery: who may send, how fast, and the gathering window.
+pub struct Signals {
+    db: Database,
+    stats: Arc<Stats>,
+    local: Mutex<HashMap<Uuid, Sender>>,
+    remote: Mutex<HashMap<Uuid, (Sender, Instant)>>,
+    limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
+    per_second: u32,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+/// A stream's viewer, known to this instance as a signal sender until dropped.
+pub struct Registration {
+    signals: Arc<Signals>,
+    viewer: Uuid,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.signals.local).remove(&self.viewer);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Signals {
+    /// `per_second` is `SIGNAL_RATE_LIMIT` (0: no limit); each viewer may burst twice that.
+    pub fn new(db: Database, stats: Arc<Stats>, per_second: u32) -> Arc<Signals> {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Arc::new(Signals {
+            db,
+            stats,
+            local: Mutex::default(),
+            remote: Mutex::default(),
+            limiter,
+            per_second,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Runs the flusher until `shutdown`: each board's gathered signals go out once per
+    /// window, all boards in one database round trip.
+    pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut pruned = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = this.wake.notified() => {}
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(WINDOW) => {}
+                }
+                this.flush().await;
+                if pruned.elapsed() > Duration::from_secs(60) {
+                    pruned = Instant::now();
+                    this.prune();
+                }
+            }
+        });
+    }
+
+    /// Makes `viewer` a sender for as long as the registration lives (its stream's life).
+    pub fn register(self: &Arc<Self>, viewer: Uuid, sender: Sender) -> Registration {
+        lock(&self.local).insert(viewer, sender);
+        Registration {
+            signals: self.clone(),
+            viewer,
+        }
+    }
+
+    /// The viewer a caller sends as: a stream open on `board` (on any instance) and, with
+    /// auth on, opened with the caller's `sub`. 404 when the board does not exist, 403 when
+    /// the viewer is not the caller's stream on it.
+    pub async fn sender(
+        &self,
+        board: BoardId,
+        viewer: Uuid,
+        sub: Option<&str>,
+    ) -> Result<Sender, ApiError> {
+        let known = lock(&self.local).get(&viewer).cloned().or_else(|| {
+            lock(&self.remote)
+                .get(&viewer)
+                .filter(|(_, at)| at.elapsed() < REMOTE_TTL)
+                .map(|(sender, _)| sender.clone())
+        });
+        let sender = match known.filter(|s| s.board == board) {
+            Some(sender) => Some(sender),
+            None => self.look_up(board, viewer).await?,
+        };
+        match sender {
+            Some(sender) if sub.is_none() || sender.sub.as_deref() == sub => Ok(sender),
+            _ => Err(ApiError::Forbidden(format!(
+                "viewer {viewer} is not a stream you have open on board {board}: send as the `you.id` of your own stream"
+            ))),
+        }
+    }
+
+    /// Reads a viewer of another instance from PostgreSQL; 404 if the board is gone.
+    async fn look_up(&self, board: BoardId, viewer: Uuid) -> Result<Option<Sender>, ApiError> {
+        let client = self.db.client().await?;
+        match presence::find(&client, board, viewer).await? {
+            Some((name, sub)) => {
+                let sender = Sender { board, name, sub };
+                lock(&self.remote).insert(viewer, (sender.clone(), Instant::now()));
+                Ok(Some(sender))
+            }
+            None if boards::find(&client, board).await?.is_none() => {
+                Err(ApiError::board_not_found(board))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Takes one signal from the viewer's allowance, or answers 429 with how long to wait.
+    pub fn check_rate(&self, viewer: Uuid) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&viewer).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                message: format!(
+                    "too many signals from viewer {viewer}: at most {} per second (bursts of {}); send the latest position only",
+                    self.per_second,
+                    self.per_second.saturating_mul(2)
+                ),
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
+    }
+
+    /// Adds a signal to its board's window, replacing the same viewer's earlier signal of
+    /// the same kind (and note) if one is still waiting.
+    pub fn push(&self, board: BoardId, signal: SignalBody, sender: &Sender) {
+        self.stats.signal_received();
+        let mut guard = lock(&self.pending);
+        let pending = &mut *guard;
+        let first = pending.count == 0;
+        let key = signal.key();
+        let batch = pending.boards.entry(board).or_default();
+        let entry = (signal, sender.name.clone(), Utc::now());
+        if let Some(&at) = batch.index.get(&key) {
+            batch.signals[at] = entry;
+            self.stats.signal_dropped(DropReason::Coalesced, 1);
+            return;
+        }
+        if pending.count >= PENDING_LIMIT {
+            self.stats.signal_dropped(DropReason::Overload, 1);
+            return;
+        }
+        batch.index.insert(key, batch.signals.len());
+        batch.signals.push(entry);
+        pending.count += 1;
+        drop(guard);
+        if first {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sends every board's window: one NOTIFY per board (more only past 8,000 bytes), all
+    /// in one statement.
+    async fn flush(&self) {
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        if taken.count == 0 {
+            return;
+        }
+        let mut channels = Vec::new();
+        let mut payloads = Vec::new();
+        for (board, batch) in taken.boards {
+            let frames = batch
+                .signals
+                .iter()
+                .map(|(signal, name, at)| frame(signal, name, *at));
+            for payload in pack(frames) {
+                channels.push(board.channel());
+                payloads.push(payload);
+            }
+        }
+        let sent = match self.db.client().await {
+            Ok(client) => events::notify_many(&client, &channels, &payloads).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            log::warn!("{} signals not sent: {e}", taken.count);
+            self.stats
+                .signal_dropped(DropReason::Unavailable, taken.count as u64);
+        }
+    }
+
+    fn prune(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        lock(&self.remote).retain(|_, (_, at)| at.elapsed() < REMOTE_TTL);
+    }
+}
+
+/// One `signal` event, encoded as it will reach every client.
+fn frame(signal: &SignalBody, name: &str, at: DateTime<Utc>) -> String {
+    let bytes = sse::unsequenced("signal", signal.encode(name, at));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Joins frames into NOTIFY payloads, each under PostgreSQL's limit. A frame is at most
+/// about 2 KiB (1 KiB of data, a 100-character name), so it always fits one payload.
+fn pack(frames: impl Iterator<Item = String>) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current = String::new();
+    for frame in frames {
+        if !current.is_empty() && current.len() + frame.len() >= NOTIFY_PAYLOAD_LIMIT {
+            payloads.push(std::mem::take(&mut current));
+        }
+        current.push_str(&frame);
+    }
+    if !current.is_empty() {
+        payloads.push(current);
+    }
+    payloads
+}
+
+/// The frames a signal NOTIFY carries and how many signals they are; `None` for any other
+/// notification.
+pub fn frames_of(payload: &str) -> Option<(Bytes, u64)> {
+    if !payload.starts_with(FRAME_PREFIX) {
+        return None;
+    }
+    let count = payload.matches("\n\n").count() as u64;
+    Some((Bytes::copy_from_slice(payload.as_bytes()), count))
+}
+
+/// Whether a queue has room for signals: they may use only its first half, so a burst of
+/// them can never push a stream past the slow-client bar or delay a change event.
+pub fn has_room(capacity_left: usize) -> bool {
+    capacity_left > QUEUE_LIMIT / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(kind: &str, data: serde_json::Value) -> SignalBody {
+        SignalBody::parse(
+            serde_json::from_value(serde_json::json!({
+                "viewer": Uuid::nil(), "kind": kind, "data": data
+            }))
+            .expect("input"),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn batches_are_split_under_the_notify_limit() {
+        let big = body("cursor", serde_json::json!({ "s": "x".repeat(1000) }));
+        let frames: Vec<String> = (0..30).map(|_| frame(&big, "Ana", Utc::now())).collect();
+        let total: usize = frames.iter().map(String::len).sum();
+        let payloads = pack(frames.into_iter());
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() < NOTIFY_PAYLOAD_LIMIT));
+        assert_eq!(payloads.iter().map(String::len).sum::<usize>(), total);
+        let count: u64 = payloads
+            .iter()
+            .map(|p| frames_of(p).expect("a signal payload").1)
+            .sum();
+        assert_eq!(count, 30);
+    }
+
+    #[test]
+    fn only_signal_payloads_are_taken_as_frames() {
+        let payload = pack(std::iter::once(frame(
+            &body("cursor", serde_json::json!({"x": 1})),
+            "Ana",
+            Utc::now(),
+        )));
+        let (bytes, count) = frames_of(&payload[0]).expect("frames");
+        assert_eq!(count, 1);
+        assert!(bytes.starts_with(b"event: signal\ndata: {\"kind\":\"cursor\""));
+        let text = std::str::from_utf8(&bytes).expect("utf8");
+        assert!(!text.lines().any(|l| l.starts_with("id")), "no id: {text}");
+        assert!(frames_of("{\"seq\":1,\"type\":\"note.created\"}").is_none());
+    }
+
+    #[test]
+    fn signals_use_only_the_first_half_of_a_queue() {
+        assert!(has_room(QUEUE_LIMIT));
+        assert!(!has_room(QUEUE_LIMIT / 2));
+    }
+}
