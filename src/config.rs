@@ -157,31 +157,17 @@ impl Settings {
             None => DEFAULT_EVENT_RETENTION,
             Some(v) => positive("EVENT_RETENTION", &v, 100_000_000)? as i64,
         };
-        let write_rate_limit = parse_or(
+        let write_rate_limit = rate(
             "WRITE_RATE_LIMIT",
             get("WRITE_RATE_LIMIT"),
             DEFAULT_WRITE_RATE_LIMIT,
-            |v| {
-                v.parse::<u32>()
-                    .ok()
-                    .filter(|n| *n <= 1_000_000)
-                    .ok_or_else(|| {
-                        "must be a whole number of writes per second (0 turns it off)".to_string()
-                    })
-            },
+            "writes",
         )?;
-        let signal_rate_limit = parse_or(
+        let signal_rate_limit = rate(
             "SIGNAL_RATE_LIMIT",
             get("SIGNAL_RATE_LIMIT"),
             DEFAULT_SIGNAL_RATE_LIMIT,
-            |v| {
-                v.parse::<u32>()
-                    .ok()
-                    .filter(|n| *n <= 1_000_000)
-                    .ok_or_else(|| {
-                        "must be a whole number of signals per second (0 turns it off)".to_string()
-                    })
-            },
+            "signals",
         )?;
         // Heroku's router is the TCP peer of every request, so behind it the client address
         // can only come from X-Forwarded-For; `DYNO` is set on every Heroku dyno.
@@ -242,6 +228,21 @@ impl Settings {
             presence_list_limit,
         })
     }
+}
+
+/// A per-second rate such as `WRITE_RATE_LIMIT`: a whole number up to 1,000,000; 0 is off.
+fn rate(
+    name: &'static str,
+    value: Option<String>,
+    default: u32,
+    what: &str,
+) -> Result<u32, ConfigError> {
+    parse_or(name, value, default, |v| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 1_000_000)
+            .ok_or_else(|| format!("must be a whole number of {what} per second (0 turns it off)"))
+    })
 }
 
 fn parse_or<T>(

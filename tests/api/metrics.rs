@@ -11,7 +11,7 @@ use crate::helpers::{
 };
 
 /// One scrape, parsed.
-struct Metrics {
+pub struct Metrics {
     text: String,
     scrape: Scrape,
     lines: Vec<Line>,
@@ -19,7 +19,7 @@ struct Metrics {
 
 impl Metrics {
     /// The value of the sample `name` whose labels include every pair of `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.scrape
             .samples
             .iter()
@@ -42,13 +42,14 @@ impl Metrics {
             .sum()
     }
 
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.value(name, labels)
             .unwrap_or_else(|| panic!("no {name}{labels:?} in\n{}", self.text))
     }
 }
 
-async fn scrape(app: &TestApp) -> Metrics {
+/// `/metrics`, checked to be OpenMetrics text and read.
+pub async fn scrape(app: &TestApp) -> Metrics {
     let response = app
         .http
         .get(app.url("/metrics"))
@@ -178,6 +179,8 @@ async fn metrics_parse_as_prometheus_text_and_name_every_contract_metric() {
         "boardcast_db_pool_max_connections",
         "boardcast_notify_queue_usage",
         "boardcast_crowd_boards",
+        "boardcast_signals_received_total",
+        "boardcast_signals_delivered_total",
     ] {
         assert!(metrics.value(name, &[]).is_some(), "{name} is exposed");
     }
@@ -193,6 +196,12 @@ async fn metrics_parse_as_prometheus_text_and_name_every_contract_metric() {
     ] {
         assert_eq!(
             metrics.get("boardcast_streams_closed_total", &[("reason", reason)]),
+            0.0
+        );
+    }
+    for reason in ["coalesced", "overload", "unavailable"] {
+        assert_eq!(
+            metrics.get("boardcast_signals_dropped_total", &[("reason", reason)]),
             0.0
         );
     }

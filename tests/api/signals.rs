@@ -180,29 +180,17 @@ async fn the_last_position_wins_within_the_window_and_notes_do_not_coalesce_toge
         "one viewer dragging two notes: both arrive"
     );
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
-    let value = |line: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(line))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line} in /metrics"))
-    };
-    assert_eq!(value("boardcast_signals_received_total "), 22.0);
-    let coalesced = value("boardcast_signals_dropped_total{reason=\"coalesced\"} ");
+    let metrics = crate::metrics::scrape(&app).await;
+    let value = |name: &str, labels: &[(&str, &str)]| metrics.get(name, labels);
+    assert_eq!(value("boardcast_signals_received_total", &[]), 22.0);
+    let coalesced = value(
+        "boardcast_signals_dropped_total",
+        &[("reason", "coalesced")],
+    );
     assert_eq!(coalesced as usize, 20 - xs.len());
     // Two streams, each got every signal that was not coalesced.
     assert_eq!(
-        value("boardcast_signals_delivered_total ") as usize,
+        value("boardcast_signals_delivered_total", &[]) as usize,
         2 * (xs.len() + 2)
     );
 }
