@@ -14,11 +14,17 @@ pub const KIND_MAX_CHARS: usize = 32;
 pub const DATA_MAX_BYTES: usize = 1024;
 
 /// The body of `POST /api/boards/{id}/signals`, as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalInput {
+    /// The `you.id` of a stream this caller has open on the board.
     pub viewer: Uuid,
+    /// What it is: `cursor`, `note.moving`, `note.typing`, `idle`, or any other.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9._-]+$")]
     pub kind: String,
+    /// Any JSON object of at most 1 KiB; `note_id` (when a string) keeps signals about
+    /// different notes from coalescing.
+    #[schema(value_type = Object)]
     pub data: Map<String, Value>,
 }
 

@@ -24,7 +24,7 @@ use utoipa::{
     },
 };
 
-use super::{boards, events, health, metrics, notes, presence};
+use super::{boards, events, health, metrics, notes, presence, signals};
 
 pub use errors::{answers, by_status, spelled};
 
@@ -54,6 +54,7 @@ pub use errors::{answers, by_status, spelled};
         notes::delete,
         events::stream,
         presence::list,
+        signals::send,
         spec,
         health::healthz,
         health::readyz,
