@@ -21,12 +21,11 @@ fn note_response(status: StatusCode, note: &Note) -> HttpResponse {
 fn precondition(req: &HttpRequest) -> Result<Option<Precondition>, ApiError> {
     match req.headers().get(header::IF_MATCH) {
         None => Ok(None),
-        Some(v) => {
-            let text = v.to_str().map_err(|_| {
-                ApiError::Validation("`If-Match` must be an entity tag such as \"3\"".into())
-            })?;
-            Ok(Some(Precondition::parse(text)))
-        }
+        // RFC 9110 allows obs-text (bytes ≥ 0x80) in an entity tag: such a tag is opaque
+        // and simply names no version, so it never matches (412), like any other.
+        Some(v) => Ok(Some(Precondition::parse(&String::from_utf8_lossy(
+            v.as_bytes(),
+        )))),
     }
 }
 

@@ -379,3 +379,26 @@ async fn text_comes_back_byte_for_byte() {
     let expected: Vec<String> = texts.iter().map(|t| t.chars().rev().collect()).collect();
     assert_eq!(listed, expected, "GET answer");
 }
+
+#[tokio::test]
+async fn an_if_match_with_bytes_beyond_ascii_never_matches_and_answers_412() {
+    // Found by hostile testing: such a tag was refused as 422 before it was compared.
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let note = app.add_note(&board, "v1").await;
+    let id = id_of(&note);
+    for raw in [&b"\"\xc3\xa9\""[..], &b"\"1\xff\""[..]] {
+        let response = reqwest::Client::new()
+            .patch(app.url(&format!("/api/boards/{board}/notes/{id}")))
+            .header(
+                "If-Match",
+                reqwest::header::HeaderValue::from_bytes(raw).expect("obs-text header"),
+            )
+            .json(&json!({ "text": "v2" }))
+            .send()
+            .await
+            .expect("PATCH note");
+        let body = expect_error(response, 412, "version_mismatch").await;
+        assert_eq!(body["note"]["version"], 1);
+    }
+}
