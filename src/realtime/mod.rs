@@ -27,7 +27,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerMode, Settings};
@@ -147,7 +147,27 @@ impl Live {
     /// Opens a stream: LISTEN first, then read the snapshot or plan the replay, then hand
     /// everything to the stream's task. Errors come before any byte is sent, so the client
     /// gets a proper status (404, 503).
+    ///
+    /// Safe to cancel: actix drops a handler's future when its client hangs up, and an
+    /// opening cut between its presence join and its stream task would leave a viewer that
+    /// nobody removes. So the opening runs to its end in a task of its own; if the caller is
+    /// gone by then, the body is discarded and the stream task ends at once, announcing the
+    /// leave.
     pub async fn open(&self, request: OpenRequest) -> Result<EventBody, ApiError> {
+        let live = self.clone();
+        let (answer, opened) = oneshot::channel();
+        tokio::spawn(async move {
+            if let Err(Ok(body)) = answer.send(live.open_to_the_end(request).await) {
+                body.discard();
+            }
+        });
+        opened
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down; reconnect shortly"))?
+    }
+
+    /// The opening itself; not safe to cancel (see `open`).
+    async fn open_to_the_end(&self, request: OpenRequest) -> Result<EventBody, ApiError> {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::unavailable(
                 "the server is shutting down; reconnect shortly",

@@ -14,7 +14,6 @@ use crate::db::boards;
 use crate::domain::ids::BoardId;
 use crate::error::ApiError;
 use crate::realtime::OpenRequest;
-use tokio::sync::oneshot;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -133,20 +132,7 @@ pub async fn stream(
         expires_at: caller.expires_at(),
         sub: caller.subject().map(str::to_string),
     };
-    // actix drops a handler's future when its client hangs up. An opening cut between
-    // its presence join and its stream task would leave a viewer nobody removes, so the
-    // opening runs to its end in a task of its own; if the client is gone by then, the
-    // body is discarded and the stream task ends at once, announcing the leave.
-    let live = state.live.clone();
-    let (answer, opened) = oneshot::channel();
-    tokio::spawn(async move {
-        if let Err(Ok(body)) = answer.send(live.open(request).await) {
-            body.discard();
-        }
-    });
-    let body = opened
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down; reconnect shortly"))??;
+    let body = state.live.open(request).await?;
     Ok(stream_answer().streaming(body))
 }
 
