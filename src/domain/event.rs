@@ -47,6 +47,60 @@ impl EventKind {
     }
 }
 
+/// The name of an event a board's stream sends (the SSE `event:` field). Every frame's name
+/// is one of these, so [`EventName::ALL`] is every event the server can send; docs/API.md
+/// lists the same names (`routes::openapi`'s docs/API.md test compares them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventName {
+    Snapshot,
+    Presence,
+    PresenceJoined,
+    PresenceLeft,
+    PresenceCount,
+    Signal,
+    Heartbeat,
+    /// A board change, named by its kind.
+    Change(EventKind),
+}
+
+impl EventName {
+    /// Every name, the changes last. A new variant goes here too (the test of
+    /// docs/API.md stops compiling until it is handled).
+    pub const ALL: [EventName; 12] = [
+        EventName::Snapshot,
+        EventName::Presence,
+        EventName::PresenceJoined,
+        EventName::PresenceLeft,
+        EventName::PresenceCount,
+        EventName::Signal,
+        EventName::Heartbeat,
+        EventName::Change(EventKind::BoardUpdated),
+        EventName::Change(EventKind::BoardDeleted),
+        EventName::Change(EventKind::NoteCreated),
+        EventName::Change(EventKind::NoteUpdated),
+        EventName::Change(EventKind::NoteDeleted),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::Snapshot => "snapshot",
+            EventName::Presence => "presence",
+            EventName::PresenceJoined => "presence.joined",
+            EventName::PresenceLeft => "presence.left",
+            EventName::PresenceCount => "presence.count",
+            EventName::Signal => "signal",
+            EventName::Heartbeat => "heartbeat",
+            EventName::Change(kind) => kind.as_str(),
+        }
+    }
+}
+
+impl From<EventKind> for EventName {
+    fn from(kind: EventKind) -> EventName {
+        EventName::Change(kind)
+    }
+}
+
 /// What a listener reads from a NOTIFY payload before deciding what to do with it.
 #[derive(Debug, PartialEq)]
 pub enum Notification {

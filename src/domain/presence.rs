@@ -10,7 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{event::NOTIFY_PAYLOAD_LIMIT, viewer::Viewer};
+use super::{
+    event::{EventName, NOTIFY_PAYLOAD_LIMIT},
+    viewer::Viewer,
+};
 
 /// The NOTIFY payload `type` of a presence batch.
 pub const PRESENCE_TYPE: &str = "presence";
@@ -139,11 +142,11 @@ pub struct Announcement<'a> {
 }
 
 impl Announcement<'_> {
-    pub fn event_name(&self) -> &'static str {
+    pub fn event_name(&self) -> EventName {
         if self.joined {
-            "presence.joined"
+            EventName::PresenceJoined
         } else {
-            "presence.left"
+            EventName::PresenceLeft
         }
     }
 
@@ -157,7 +160,7 @@ impl Announcement<'_> {
             count: usize,
         }
         serde_json::to_string(&Data {
-            kind: self.event_name(),
+            kind: self.event_name().as_str(),
             viewer: self.viewer,
             count: self.count,
         })

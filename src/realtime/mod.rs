@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerMode, Settings};
 use crate::db::{Database, DbError, boards, events, notes};
-use crate::domain::{ids::BoardId, viewer::Viewer};
+use crate::domain::{event::EventName, ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
 use hub::Hub;
 use presence::Presence;
@@ -224,7 +224,7 @@ impl Live {
         let _ = tx.try_send(sse::retry(OPENING_RETRY));
         let (last_sent, replay) = match opening {
             Opening::Snapshot { seq, data } => {
-                let _ = tx.try_send(sse::sequenced(seq, "snapshot", data));
+                let _ = tx.try_send(sse::sequenced(seq, EventName::Snapshot, data));
                 self.stats.snapshot_sent();
                 (seq, None)
             }

@@ -96,7 +96,7 @@ pub(super) async fn decode(db: &Database, board: BoardId, payload: &str) -> Deco
             Decoded::Change(Delivery::Change {
                 seq,
                 kind,
-                frame: sse::sequenced(seq, kind.as_str(), data),
+                frame: sse::sequenced(seq, kind.into(), data),
                 at,
             })
         }

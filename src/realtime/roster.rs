@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::sse;
 use crate::db::presence::View;
 use crate::domain::{
+    event::EventName,
     presence::{Batch, Outcome, Tally, count_data, list_json, opening_data},
     viewer::Viewer,
 };
@@ -51,7 +52,10 @@ impl Listing {
 
     /// The `presence` event for the stream whose viewer is `you`.
     pub fn frame(&self, you: &Viewer) -> Bytes {
-        sse::unsequenced("presence", opening_data(you, &self.list, self.tally.count))
+        sse::unsequenced(
+            EventName::Presence,
+            opening_data(you, &self.list, self.tally.count),
+        )
     }
 }
 
@@ -69,7 +73,7 @@ pub fn announcement_frames(outcome: &Outcome<'_>) -> Bytes {
 
 /// `presence.count`.
 pub fn count_frame(count: usize) -> Bytes {
-    sse::unsequenced("presence.count", count_data(count))
+    sse::unsequenced(EventName::PresenceCount, count_data(count))
 }
 
 /// At most one `presence.count` a second, and only when the count changed since the last.

@@ -33,7 +33,11 @@ use uuid::Uuid;
 
 use super::{QUEUE_LIMIT, sse, stats::Stats};
 use crate::db::{Database, boards, events, presence};
-use crate::domain::{event::NOTIFY_PAYLOAD_LIMIT, ids::BoardId, signal::SignalBody};
+use crate::domain::{
+    event::{EventName, NOTIFY_PAYLOAD_LIMIT},
+    ids::BoardId,
+    signal::SignalBody,
+};
 use crate::error::ApiError;
 
 /// How long a board's signals are gathered before they go out: the contract's "at most
@@ -311,7 +315,7 @@ impl Signals {
 
 /// One `signal` event, encoded as it will reach every client.
 fn frame(signal: &SignalBody, name: &str, at: DateTime<Utc>) -> String {
-    let bytes = sse::unsequenced("signal", signal.encode(name, at));
+    let bytes = sse::unsequenced(EventName::Signal, signal.encode(name, at));
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

@@ -3,13 +3,15 @@
 //! Encoding goes through `russe`, the encoder actix-web-lab's `sse` uses since 0.29.1: it
 //! splits data on LF, CR and CRLF and prefixes every line, so user text can never add a
 //! field or end an event early. Ids and event names only ever come from server values (a
-//! number, a fixed name), which russe would otherwise refuse.
+//! number, an `EventName`), which russe would otherwise refuse.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use chrono::{SecondsFormat, Utc};
+
+use crate::domain::event::EventName;
 
 fn encode(event: russe::Event) -> Bytes {
     match event.into_bytestring() {
@@ -22,28 +24,28 @@ fn encode(event: russe::Event) -> Bytes {
     }
 }
 
-fn message(id: Option<i64>, name: &'static str, data: impl Into<ByteString>) -> Bytes {
+fn message(id: Option<i64>, name: EventName, data: impl Into<ByteString>) -> Bytes {
     encode(russe::Event::Message(russe::Message {
         data: data.into(),
-        event: Some(ByteString::from_static(name)),
+        event: Some(ByteString::from_static(name.as_str())),
         id: id.map(|seq| ByteString::from(seq.to_string())),
         retry: None,
     }))
 }
 
 /// A change or snapshot: `id: <seq>`, `event: <name>`, `data: <json>`.
-pub fn sequenced(seq: i64, name: &'static str, data: impl Into<ByteString>) -> Bytes {
+pub fn sequenced(seq: i64, name: EventName, data: impl Into<ByteString>) -> Bytes {
     message(Some(seq), name, data)
 }
 
 /// An event with no id (presence, heartbeat): never replayed.
-pub fn unsequenced(name: &'static str, data: impl Into<ByteString>) -> Bytes {
+pub fn unsequenced(name: EventName, data: impl Into<ByteString>) -> Bytes {
     message(None, name, data)
 }
 
 pub fn heartbeat() -> Bytes {
     let at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    unsequenced("heartbeat", format!("{{\"at\":\"{at}\"}}"))
+    unsequenced(EventName::Heartbeat, format!("{{\"at\":\"{at}\"}}"))
 }
 
 /// `retry: <ms>`: how long a client should wait before reconnecting.
@@ -54,11 +56,12 @@ pub fn retry(after: Duration) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::EventKind;
 
     #[test]
     fn user_text_cannot_add_fields() {
         let hostile = "{\"text\":\"hi\revent: evil\r\ndata: x\n\nid: 999\"}";
-        let frame = sequenced(5, "note.created", hostile.to_string());
+        let frame = sequenced(5, EventKind::NoteCreated.into(), hostile.to_string());
         let text = std::str::from_utf8(&frame).expect("utf8");
         assert!(text.starts_with("id: 5\nevent: note.created\n"), "{text}");
         assert!(text.ends_with("\n\n"));

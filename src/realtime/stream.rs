@@ -488,7 +488,7 @@ impl StreamTask {
                 if event.seq != self.last_sent + 1 {
                     return Err(CloseReason::HistoryGone);
                 }
-                let frame = sse::sequenced(event.seq, event.kind.as_str(), event.data);
+                let frame = sse::sequenced(event.seq, event.kind.into(), event.data);
                 self.push_waiting(frame, progress).await?;
                 self.last_sent = event.seq;
                 count += 1;

@@ -7,6 +7,8 @@
 //! error answers of every operation (`errors`), and what each stream event carries
 //! (`stream`).
 
+#[cfg(test)]
+mod api_md;
 mod errors;
 pub mod params;
 pub mod stream;
