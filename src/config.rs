@@ -47,8 +47,8 @@ pub struct Settings {
     pub host: String,
     pub port: u16,
     pub database: tokio_postgres::Config,
-    /// Verify the database server's certificate (`sslmode=verify-full` in `DATABASE_URL`).
-    pub database_tls_verify: bool,
+    /// How the database server's certificate is checked (`sslmode`, `sslrootcert`).
+    pub database_tls: TlsCheck,
     pub pool_size: usize,
     pub heartbeat: Duration,
     pub listener: ListenerMode,
@@ -106,7 +106,7 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let (database, database_tls_verify) = match get("DATABASE_URL") {
+        let (database, database_tls) = match get("DATABASE_URL") {
             Some(url) => parse_database_url(&url)?,
             None => {
                 return Err(ConfigError::new(
@@ -210,7 +210,7 @@ impl Settings {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".to_string()),
             port,
             database,
-            database_tls_verify,
+            database_tls,
             pool_size,
             heartbeat,
             listener,
@@ -318,24 +318,136 @@ fn parse_heartbeat(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// How the database server's certificate is checked, from `DATABASE_URL`'s `sslmode` and
+/// `sslrootcert`, with libpq's meanings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsCheck {
+    /// `verify-ca` or `verify-full` (or any `sslrootcert` file): the certificate must chain
+    /// to a trusted CA.
+    pub verify: bool,
+    /// `verify-full`: and be for the host named in the URL.
+    pub host_name: bool,
+    /// `sslrootcert=/path/ca.pem`: trust the CAs in this PEM file instead of the public web
+    /// PKI's (the Mozilla roots, also what `sslrootcert=system` selects).
+    pub root_cert: Option<std::path::PathBuf>,
+}
+
+/// Removes parameter `name` from a connection string and returns its value: from the query
+/// of a URL (`?name=value&…`, percent-decoded) or from the key=value form (`name=value` or
+/// `name='a value'` with `\'` and `\\` escapes). tokio-postgres refuses parameters it
+/// does not know (`sslrootcert`) and `sslmode` values it cannot honour (`verify-ca`,
+/// `verify-full`), so those are taken out before it parses the rest.
+fn take_parameter(conn: &mut String, name: &str) -> Result<Option<String>, String> {
+    let key = format!("{name}=");
+    let url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
+    let Some(start) = conn.match_indices(&key).map(|(i, _)| i).find(|&i| {
+        let before = conn[..i].chars().last();
+        if url {
+            matches!(before, Some('?' | '&'))
+        } else {
+            before.is_none_or(char::is_whitespace)
+        }
+    }) else {
+        return Ok(None);
+    };
+    let value_at = start + key.len();
+    let rest = &conn[value_at..];
+    let (value, len) = if url {
+        let len = rest.find('&').unwrap_or(rest.len());
+        let value = percent_encoding::percent_decode_str(&rest[..len]).decode_utf8_lossy();
+        (value.into_owned(), len)
+    } else {
+        quoted_value(rest).ok_or_else(|| format!("has an unterminated quote in {name}"))?
+    };
+    let end = value_at + len;
+    // Drop the parameter with one separator, keeping the string well formed.
+    let (cut_from, cut_to) = if url && conn[end..].starts_with('&') {
+        (start, end + 1)
+    } else if url {
+        (start - 1, end)
+    } else {
+        (start, end)
+    };
+    conn.replace_range(cut_from..cut_to, "");
+    Ok(Some(value))
+}
+
+/// The value at the start of `rest` in libpq's key=value form, and how many bytes it takes:
+/// up to the next white space, or between single quotes. `None`: a quote is left open.
+fn quoted_value(rest: &str) -> Option<(String, usize)> {
+    let Some(quoted) = rest.strip_prefix('\'') else {
+        let len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        return Some((rest[..len].to_string(), len));
+    };
+    let mut value = String::new();
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => value.push(chars.next()?.1),
+            // Both quotes count: the opening one is not in `quoted`.
+            '\'' => return Some((value, i + 2)),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
 /// Parses `DATABASE_URL`, deciding how TLS is used:
 /// - `sslmode=verify-full` / `verify-ca` (which tokio-postgres cannot parse) become `require`
-///   with certificate verification on;
+///   with certificate verification on, the host name checked by `verify-full` only;
+/// - `sslrootcert=/path/ca.pem` names the CAs to trust; as in libpq it makes `require`
+///   verify the chain (like `verify-ca`), and `sslrootcert=system` (the public roots) needs
+///   `verify-full` and implies it when `sslmode` is absent;
 /// - no `sslmode` and a host that is not this machine → `require`, because Heroku's URL
 ///   carries no `sslmode` and tokio-postgres' default `prefer` would fall back to plaintext;
 /// - an explicit `disable`, `prefer` or `require` is honoured (`require` encrypts without
 ///   verifying: Heroku's certificates are not publicly verifiable).
-fn parse_database_url(url: &str) -> Result<(tokio_postgres::Config, bool), ConfigError> {
-    let url = url.trim();
-    let mut verify = false;
-    let mut rewritten = url.to_string();
-    for mode in ["verify-full", "verify-ca"] {
-        let key = format!("sslmode={mode}");
-        if rewritten.contains(&key) {
-            rewritten = rewritten.replace(&key, "sslmode=require");
-            verify = true;
+fn parse_database_url(url: &str) -> Result<(tokio_postgres::Config, TlsCheck), ConfigError> {
+    use tokio_postgres::config::SslMode;
+    let invalid = |message: String| ConfigError::new("DATABASE_URL", message);
+    let mut rewritten = url.trim().to_string();
+    let sslmode = take_parameter(&mut rewritten, "sslmode").map_err(invalid)?;
+    let root_cert = take_parameter(&mut rewritten, "sslrootcert").map_err(invalid)?;
+    let mut check = TlsCheck::default();
+    let ssl_mode = match sslmode.as_deref() {
+        None => None,
+        Some("disable") => Some(SslMode::Disable),
+        Some("prefer") => Some(SslMode::Prefer),
+        Some("require") => Some(SslMode::Require),
+        Some(mode @ ("verify-ca" | "verify-full")) => {
+            check.verify = true;
+            check.host_name = mode == "verify-full";
+            Some(SslMode::Require)
         }
-    }
+        Some(other) => {
+            return Err(invalid(format!(
+                "has sslmode={other:?}; expected disable, prefer, require, verify-ca or verify-full"
+            )));
+        }
+    };
+    let ssl_mode = match root_cert.as_deref() {
+        None => ssl_mode,
+        Some("") => return Err(invalid("has an empty sslrootcert".to_string())),
+        // libpq 16's rule: the public roots vouch for any public name, so only a host name
+        // check makes them mean anything.
+        Some("system") if sslmode.is_none() || check.host_name => {
+            check.verify = true;
+            check.host_name = true;
+            Some(SslMode::Require)
+        }
+        Some("system") => {
+            return Err(invalid(format!(
+                "has sslrootcert=system with sslmode={}; the public roots need \
+                 sslmode=verify-full (as in libpq)",
+                sslmode.unwrap_or_default()
+            )));
+        }
+        Some(path) => {
+            check.verify = true;
+            check.root_cert = Some(path.into());
+            ssl_mode
+        }
+    };
     // Never echo the URL back: it carries the password.
     let mut config = tokio_postgres::Config::from_str(&rewritten).map_err(|e| {
         ConfigError::new(
@@ -346,7 +458,6 @@ fn parse_database_url(url: &str) -> Result<(tokio_postgres::Config, bool), Confi
     if config.get_hosts().is_empty() {
         return Err(ConfigError::new("DATABASE_URL", "names no host"));
     }
-    let explicit = rewritten.contains("sslmode=");
     let local = config.get_hosts().iter().all(|h| match h {
         tokio_postgres::config::Host::Tcp(name) => {
             let name = name.trim_start_matches('[').trim_end_matches(']');
@@ -355,8 +466,14 @@ fn parse_database_url(url: &str) -> Result<(tokio_postgres::Config, bool), Confi
         #[cfg(unix)]
         tokio_postgres::config::Host::Unix(_) => true,
     });
-    if !explicit && !local {
-        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    match ssl_mode {
+        Some(mode) => {
+            config.ssl_mode(mode);
+        }
+        None if !local => {
+            config.ssl_mode(SslMode::Require);
+        }
+        None => {}
     }
     // A dead server must not hang a request or a stream open for the OS's default minutes.
     if config.get_connect_timeout().is_none() {
@@ -368,7 +485,7 @@ fn parse_database_url(url: &str) -> Result<(tokio_postgres::Config, bool), Confi
     if config.get_application_name().is_none() {
         config.application_name("boardcast");
     }
-    Ok((config, verify))
+    Ok((config, check))
 }
 
 #[cfg(test)]
@@ -489,7 +606,7 @@ mod tests {
         )])
         .expect("url");
         assert_eq!(remote.database.get_ssl_mode(), SslMode::Require);
-        assert!(!remote.database_tls_verify);
+        assert!(!remote.database_tls.verify);
         let local = settings(&[("DATABASE_URL", "postgres://u@127.0.0.1:5432/d")]).expect("url");
         assert_eq!(local.database.get_ssl_mode(), SslMode::Prefer);
         let off = settings(&[(
@@ -504,7 +621,113 @@ mod tests {
         )])
         .expect("url");
         assert_eq!(verify.database.get_ssl_mode(), SslMode::Require);
-        assert!(verify.database_tls_verify);
+        assert!(verify.database_tls.verify && verify.database_tls.host_name);
+    }
+
+    #[test]
+    fn sslrootcert_names_the_cas_to_trust() {
+        use std::path::PathBuf;
+        for (url, host_name) in [
+            (
+                "postgres://u@db.example.com/d?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+                false,
+            ),
+            (
+                "postgres://u@db.example.com/d?sslrootcert=%2Fetc%2Fca.pem&sslmode=verify-full",
+                true,
+            ),
+            (
+                "postgres://u@db.example.com/d?sslrootcert=/etc/ca.pem",
+                false,
+            ),
+            (
+                "postgres://u@db.example.com/d?sslmode=require&sslrootcert=/etc/ca.pem",
+                false,
+            ),
+            (
+                "host=db.example.com user=u sslrootcert=/etc/ca.pem sslmode=verify-full",
+                true,
+            ),
+        ] {
+            let s = settings(&[("DATABASE_URL", url)]).expect(url);
+            assert!(s.database_tls.verify, "{url}");
+            assert_eq!(s.database_tls.host_name, host_name, "{url}");
+            assert_eq!(
+                s.database_tls.root_cert,
+                Some(PathBuf::from("/etc/ca.pem")),
+                "{url}"
+            );
+            assert_eq!(
+                s.database.get_ssl_mode(),
+                tokio_postgres::config::SslMode::Require,
+                "{url}"
+            );
+        }
+        let err = settings(&[("DATABASE_URL", "postgres://u@h/d?sslrootcert=")])
+            .expect_err("an empty path");
+        assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn sslrootcert_in_the_key_value_form_may_be_quoted() {
+        use std::path::PathBuf;
+        let s = settings(&[(
+            "DATABASE_URL",
+            r"host=db.example.com sslrootcert='/etc/my certs/it\'s.pem' user=u sslmode=verify-ca",
+        )])
+        .expect("a quoted path");
+        assert_eq!(
+            s.database_tls.root_cert,
+            Some(PathBuf::from("/etc/my certs/it's.pem"))
+        );
+        assert_eq!(s.database.get_user(), Some("u"));
+        assert!(s.database_tls.verify && !s.database_tls.host_name);
+        let err = settings(&[(
+            "DATABASE_URL",
+            "host=db.example.com sslrootcert='/etc/ca.pem user=u",
+        )])
+        .expect_err("an open quote");
+        assert!(err.message.contains("unterminated quote"), "{err}");
+    }
+
+    #[test]
+    fn sslrootcert_system_means_the_public_roots_and_verify_full() {
+        for url in [
+            "postgres://u@db.example.com/d?sslrootcert=system",
+            "postgres://u@db.example.com/d?sslrootcert=system&sslmode=verify-full",
+            "host=db.example.com sslrootcert=system",
+        ] {
+            let s = settings(&[("DATABASE_URL", url)]).expect(url);
+            assert_eq!(
+                s.database_tls,
+                TlsCheck {
+                    verify: true,
+                    host_name: true,
+                    root_cert: None
+                },
+                "{url}"
+            );
+            assert_eq!(
+                s.database.get_ssl_mode(),
+                tokio_postgres::config::SslMode::Require
+            );
+        }
+        for mode in ["require", "verify-ca", "prefer"] {
+            let url = format!("postgres://u@db.example.com/d?sslrootcert=system&sslmode={mode}");
+            let err = settings(&[("DATABASE_URL", &url)]).expect_err("a weak sslmode");
+            assert!(err.message.contains("verify-full"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_sslmode_is_refused_naming_the_choices() {
+        let err = settings(&[(
+            "DATABASE_URL",
+            "postgres://u@db.example.com/d?sslmode=allow",
+        )])
+        .expect_err("allow is not supported");
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.message.contains("verify-full"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! TLS to PostgreSQL, against a real server with `ssl=on` and a self-signed certificate
-//! (`TLS_DATABASE_URL`, started by scripts/test). Every connection here is made the way
+//! TLS to PostgreSQL, against a real server with `ssl=on` and a certificate signed by a
+//! private CA made for it (`TLS_DATABASE_URL` and the CA's PEM file `TLS_CA_FILE`, both
+//! from scripts/lib/pg.sh, which scripts/test uses). Every connection here is made the way
 //! production makes it: `Settings::from_lookup` parses the URL, `db::Database` connects.
 
 use std::{collections::HashMap, time::Duration};
@@ -69,7 +70,7 @@ async fn session_tls(client: &tokio_postgres::Client) -> (bool, Option<String>) 
 async fn require_encrypts_dedicated_and_pooled_connections() {
     let Some(url) = tls_url() else { return };
     let settings = settings(&with_sslmode(&url, Some("require")));
-    assert!(!settings.database_tls_verify, "require does not verify");
+    assert!(!settings.database_tls.verify, "require does not verify");
     let db = Database::new(&settings).expect("database handle");
 
     let dedicated = db.connect_driven().await.expect("connects with TLS");
@@ -108,23 +109,23 @@ async fn a_local_url_without_sslmode_uses_tls_when_the_server_offers_it() {
 }
 
 #[tokio::test]
-async fn verify_full_refuses_a_self_signed_certificate_with_a_clear_message() {
+async fn verify_full_without_sslrootcert_refuses_a_private_cas_certificate_with_a_clear_message() {
     let Some(url) = tls_url() else { return };
     let settings = settings(&with_sslmode(&url, Some("verify-full")));
-    assert!(settings.database_tls_verify, "verify-full verifies");
+    assert!(settings.database_tls.verify, "verify-full verifies");
     let db = Database::new(&settings).expect("handle");
     let error = db
         .connect_driven()
         .await
-        .expect_err("a self-signed certificate is refused")
+        .expect_err("a certificate no public root signed is refused")
         .to_string();
-    println!("sslmode=verify-full against a self-signed certificate: {error}");
+    println!("sslmode=verify-full, no sslrootcert, private CA: {error}");
     assert!(
         error.contains("certificate"),
         "names the certificate: {error}"
     );
     assert!(
-        error.contains("sslmode=require"),
+        error.contains("sslrootcert=") && error.contains("sslmode=require"),
         "says what to do: {error}"
     );
 
@@ -256,4 +257,169 @@ async fn the_server_migrates_serves_and_streams_over_tls() {
     drop(stream);
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+// ---- private CAs -----------------------------------------------------------------------
+
+/// The private CA that signed the TLS cluster's certificate (scripts/lib/pg.sh).
+fn cluster_ca() -> String {
+    std::env::var("TLS_CA_FILE")
+        .ok()
+        .filter(|p| std::path::Path::new(p).is_file())
+        .expect("TLS_CA_FILE names the CA of the TLS cluster (scripts/test exports it)")
+}
+
+/// `url` on host `host` with `params` added to its query.
+fn with_params(url: &str, host: &str, params: &str) -> String {
+    let url = url.replacen("127.0.0.1", host, 1);
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{params}")
+}
+
+/// A CA of the test's own, which signed nothing the cluster presents; its PEM file.
+fn another_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    let cert = dir.join("other-ca.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "1",
+            "-nodes",
+            "-subj",
+            "/CN=not the CA",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("other-ca.key"))
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl made a CA");
+    cert
+}
+
+#[tokio::test]
+async fn sslrootcert_trusts_a_private_ca_with_verify_ca_and_verify_full() {
+    let Some(url) = tls_url() else { return };
+    let ca = cluster_ca();
+    for (host, mode) in [
+        ("127.0.0.1", "verify-full"),
+        ("localhost", "verify-full"),
+        ("127.0.0.1", "verify-ca"),
+        ("localhost", "verify-ca"),
+    ] {
+        let settings = settings(&with_params(
+            &url,
+            host,
+            &format!("sslmode={mode}&sslrootcert={ca}"),
+        ));
+        assert!(settings.database_tls.verify);
+        let db = Database::new(&settings).expect("handle");
+        let client = db
+            .connect_driven()
+            .await
+            .unwrap_or_else(|e| panic!("{mode} to {host} with the cluster's CA: {e}"));
+        assert!(
+            session_tls(&client).await.0,
+            "{mode} to {host} is encrypted"
+        );
+        let pooled = db.client().await.expect("a pooled connection");
+        assert!(session_tls(&pooled).await.0);
+    }
+}
+
+#[tokio::test]
+async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
+    let Some(url) = tls_url() else { return };
+    let ca = cluster_ca();
+    // The certificate is for localhost and 127.0.0.1. `hostaddr` reaches the same server
+    // while `host`, the name TLS checks, is one the certificate does not hold.
+    let elsewhere = |mode: &str| {
+        settings(&with_params(
+            &url,
+            "db.example.com",
+            &format!("hostaddr=127.0.0.1&sslmode={mode}&sslrootcert={ca}"),
+        ))
+    };
+    let full = elsewhere("verify-full");
+    assert!(full.database_tls.host_name);
+    let error = Database::new(&full)
+        .expect("handle")
+        .connect_driven()
+        .await
+        .expect_err("verify-full refuses a certificate for another name")
+        .to_string();
+    println!("verify-full to another name: {error}");
+    assert!(error.contains("db.example.com"), "names the host: {error}");
+    assert!(error.contains("verify-ca"), "says what else to do: {error}");
+    let chain = Database::new(&elsewhere("verify-ca"))
+        .expect("handle")
+        .connect_driven()
+        .await
+        .expect("verify-ca checks the chain only");
+    assert!(session_tls(&chain).await.0, "verify-ca is encrypted");
+    // As in libpq, `require` with a root certificate verifies the chain, not the name.
+    let require = elsewhere("require");
+    assert!(require.database_tls.verify && !require.database_tls.host_name);
+    Database::new(&require)
+        .expect("handle")
+        .connect_driven()
+        .await
+        .expect("require with sslrootcert acts as verify-ca");
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_refused_with_a_message_naming_the_file() {
+    let Some(url) = tls_url() else { return };
+    let dir = std::env::temp_dir().join(format!("boardcast-tls-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let wrong = another_ca(&dir);
+    let wrong = wrong.display().to_string();
+    for mode in ["verify-full", "verify-ca"] {
+        let settings = settings(&with_params(
+            &url,
+            "127.0.0.1",
+            &format!("sslmode={mode}&sslrootcert={wrong}"),
+        ));
+        let error = Database::new(&settings)
+            .expect("handle")
+            .connect_driven()
+            .await
+            .expect_err("a certificate from another CA is refused")
+            .to_string();
+        println!("{mode} with the wrong CA: {error}");
+        assert!(error.contains("certificate"), "{error}");
+        assert!(error.contains(&wrong), "names the file: {error}");
+        assert!(error.contains(mode), "names the mode: {error}");
+        let start = Application::build(settings).await;
+        let Err(error) = start else {
+            panic!("the server must not start on an unverified certificate");
+        };
+        assert!(error.to_string().contains(&wrong), "{error}");
+    }
+    // A file that is missing or holds no certificate stops the start, naming it.
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("writes");
+    for path in [
+        empty.display().to_string(),
+        format!("{}/missing.pem", dir.display()),
+    ] {
+        let settings = settings(&with_params(
+            &url,
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={path}"),
+        ));
+        let error = match Database::new(&settings) {
+            Err(error) => error,
+            Ok(_) => panic!("{path}: an unusable sslrootcert is refused at start"),
+        };
+        assert!(
+            error.contains("sslrootcert") && error.contains(&path),
+            "{error}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,8 @@
 #   ...
 #   pg_stop_throwaway           # stops the cluster and removes its directory
 #   pg_start_tls_throwaway      # a second cluster with ssl=on: exports TLS_DATABASE_URL,
-#   pg_stop_tls_throwaway       #   TLS_PG_TEST_DIR; the first cluster's variables are kept
+#   pg_stop_tls_throwaway       #   TLS_PG_TEST_DIR, TLS_CA_FILE (the private CA that signed
+#                               #   its certificate); the first cluster's variables are kept
 #
 # Layout of $PG_TEST_DIR (a mktemp dir, owned by postgres when we are root):
 #   data/        the cluster (PGDATA_DIR)
@@ -123,9 +124,19 @@ pg_start_throwaway() {
       rm -rf "$dir"
       return 1
     fi
-    # Run as the cluster owner so the files are owned by postgres from the start.
-    if ! pg_as_owner openssl req -new -x509 -days 2 -nodes -subj /CN=localhost \
-        -keyout "$dir/data/server.key" -out "$dir/data/server.crt" >"$dir/openssl.log" 2>&1; then
+    # A private CA made for this cluster ($dir/ca.crt, exported as TLS_CA_FILE by
+    # pg_start_tls_throwaway) signs the server's certificate, valid for localhost and
+    # 127.0.0.1, so sslrootcert with verify-ca/verify-full can be tested; no public root
+    # knows the CA, so verify-full without sslrootcert still refuses it. Run as the
+    # cluster owner so the files are owned by postgres from the start.
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$dir/san.ext"
+    if ! { pg_as_owner openssl req -new -x509 -days 2 -nodes -subj "/CN=boardcast test CA" \
+             -keyout "$dir/ca.key" -out "$dir/ca.crt" &&
+           pg_as_owner openssl req -new -nodes -subj /CN=localhost \
+             -keyout "$dir/data/server.key" -out "$dir/server.csr" &&
+           pg_as_owner openssl x509 -req -days 2 -in "$dir/server.csr" -CA "$dir/ca.crt" \
+             -CAkey "$dir/ca.key" -CAcreateserial -extfile "$dir/san.ext" \
+             -out "$dir/data/server.crt"; } >"$dir/openssl.log" 2>&1; then
       echo "pg.sh: openssl failed:" >&2
       cat "$dir/openssl.log" >&2
       rm -rf "$dir"
@@ -208,6 +219,7 @@ pg_start_tls_throwaway() {
   if [ "$status" -eq 0 ]; then
     export TLS_DATABASE_URL=$DATABASE_URL
     export TLS_PG_TEST_DIR=$PG_TEST_DIR
+    export TLS_CA_FILE=$PG_TEST_DIR/ca.crt
   fi
   unset DATABASE_URL PG_TEST_DIR PGDATA_DIR PG_TEST_PORT
   for var in "${saved[@]}"; do
@@ -218,5 +230,5 @@ pg_start_tls_throwaway() {
 
 pg_stop_tls_throwaway() {
   pg_stop_dir "${TLS_PG_TEST_DIR:-}"
-  unset TLS_PG_TEST_DIR TLS_DATABASE_URL
+  unset TLS_PG_TEST_DIR TLS_DATABASE_URL TLS_CA_FILE
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, Connection, Socket, tls::MakeTlsConnect};
 
-use crate::config::Settings;
+use crate::config::{Settings, TlsCheck};
 pub use error::{DbError, DbErrorKind};
 
 /// A read-only REPEATABLE READ transaction: every statement in it sees one moment, so a
@@ -41,13 +41,13 @@ pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: tls::Connector,
-    /// `sslmode=verify-full`: the server's certificate is verified.
-    tls_verify: bool,
+    /// How the server's certificate is checked (`sslmode`, `sslrootcert`).
+    tls_check: TlsCheck,
 }
 
 impl Database {
     pub fn new(settings: &Settings) -> Result<Database, String> {
-        let tls = tls::connector(settings.database_tls_verify)?;
+        let tls = tls::connector(&settings.database_tls)?;
         let manager = Manager::from_config(
             settings.database.clone(),
             tls.clone(),
@@ -69,7 +69,7 @@ impl Database {
             pool,
             config: settings.database.clone(),
             tls,
-            tls_verify: settings.database_tls_verify,
+            tls_check: settings.database_tls.clone(),
         })
     }
 
@@ -100,14 +100,37 @@ impl Database {
     /// A refused certificate in verifying mode is a configuration choice to revisit, so
     /// say which: the error alone reads like a broken server.
     fn explain_refused_certificate(&self, error: DbError) -> DbError {
-        if self.tls_verify && error.is_unavailable() && error.message().contains("certificate") {
+        let check = &self.tls_check;
+        if !(check.verify && error.is_unavailable() && error.message().contains("certificate")) {
+            return error;
+        }
+        let mode = if check.host_name {
+            "verify-full"
+        } else {
+            "verify-ca"
+        };
+        // rustls says "certificate not valid for name …" when only the host name is wrong.
+        if check.host_name && error.message().contains("not valid for name") {
             return error.context(
-                "sslmode=verify-full verifies the server's certificate against the public web \
-                 PKI roots; a self-signed certificate, such as Heroku Postgres' default one, \
-                 needs sslmode=require, which encrypts without verifying",
+                "sslmode=verify-full checks that the server's certificate is for the host named \
+                 in DATABASE_URL: connect by a name the certificate holds, or use \
+                 sslmode=verify-ca to check the issuing CA only",
             );
         }
-        error
+        match &check.root_cert {
+            Some(path) => error.context(format!(
+                "sslmode={mode} verifies the server's certificate against the CAs in \
+                 sslrootcert {}: check that the file is the CA bundle of this database's \
+                 provider",
+                path.display()
+            )),
+            None => error.context(format!(
+                "sslmode={mode} verifies the server's certificate against the public web PKI \
+                 roots; a private CA's certificate needs sslrootcert=/path/ca.pem, and a \
+                 self-signed one, such as Heroku Postgres' default one, needs sslmode=require, \
+                 which encrypts without verifying"
+            )),
+        }
     }
 
     /// A dedicated connection whose driver runs in its own task (for `migrate` and checks).
