@@ -35,7 +35,10 @@ pub fn connector(check: &TlsCheck) -> Result<Connector, String> {
     if !check.verify {
         let config = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_custom_certificate_verifier(Arc::new(Relaxed {
+                provider,
+                chain: None,
+            }))
             .with_no_client_auth();
         return Ok(MakeRustlsConnect::new(config));
     }
@@ -48,12 +51,15 @@ pub fn connector(check: &TlsCheck) -> Result<Connector, String> {
     let config = if check.host_name {
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
-        let chain = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        let chain = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| format!("TLS setup failed: {e}"))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+            .with_custom_certificate_verifier(Arc::new(Relaxed {
+                provider,
+                chain: Some(chain),
+            }))
             .with_no_client_auth()
     };
     Ok(MakeRustlsConnect::new(config))
@@ -80,12 +86,18 @@ fn private_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String
     Ok(roots)
 }
 
-/// `sslmode=verify-ca`: the certificate must chain to a trusted root, whatever host name it
-/// is for (as in libpq).
+/// The checks of libpq's `require` and `verify-ca`, which rustls' default verifier (chain
+/// and host name, i.e. `verify-full`) does not offer. The handshake signature is always
+/// verified: the server must hold the certificate's key.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Relaxed {
+    provider: Arc<CryptoProvider>,
+    /// `None`: any certificate (`require`). `Some`: it must chain to these roots, whatever
+    /// host name it is for (`verify-ca`).
+    chain: Option<Arc<WebPkiServerVerifier>>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Relaxed {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -94,10 +106,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -111,51 +123,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks that the server holds its key, as
-/// `sslmode=require` does in libpq.
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -169,11 +141,13 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
