@@ -31,6 +31,7 @@ use tokio::{
 
 use super::{
     QUEUE_LIMIT,
+    backoff::Reconnect,
     listener::{self, Listener, ListenerEvent},
     notification::{Decoded, Delivery, decode},
     presence::Presence,
@@ -86,8 +87,6 @@ impl Drop for Subscription {
 
 /// How long presence changes are gathered before they go out together.
 const PRESENCE_WINDOW: Duration = Duration::from_millis(50);
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Hub {
@@ -208,7 +207,7 @@ impl BoardEntry {
 impl HubTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut reconnect_at: Option<Instant> = None;
-        let mut backoff = RECONNECT_FIRST;
+        let mut reconnect = Reconnect::default();
         let mut ping = interval(self.ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -224,20 +223,19 @@ impl HubTask {
                     ListenerEvent::Lost(why) => {
                         log::warn!("shared listener lost ({why}); reconnecting");
                         self.lose();
-                        reconnect_at = Some(Instant::now());
+                        reconnect_at = Some(reconnect.next_attempt());
                     }
                 },
                 _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
                     match self.reconnect().await {
                         Ok(()) => {
                             reconnect_at = None;
-                            backoff = RECONNECT_FIRST;
+                            reconnect.connected();
                         }
                         Err(e) => {
                             log::warn!("shared listener cannot reconnect: {e}");
                             self.lose();
-                            backoff = (backoff * 2).min(RECONNECT_MAX);
-                            reconnect_at = Some(Instant::now() + backoff);
+                            reconnect_at = Some(reconnect.next_attempt());
                         }
                     }
                 }
@@ -250,7 +248,7 @@ impl HubTask {
                     {
                         log::warn!("shared listener did not answer a ping; reconnecting");
                         self.lose();
-                        reconnect_at = Some(Instant::now());
+                        reconnect_at = Some(reconnect.next_attempt());
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! events after it with nothing missed and nothing twice, heartbeats, and the end of the
 //! stream (client gone, slow, shutdown, board deleted).
 
+mod backoff;
 pub mod hub;
 pub mod listener;
 pub mod notification;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Slots,
+    backoff::Reconnect,
     hub::Subscription,
     listener::{Listener, ListenerEvent},
     notification::{self, Decoded, Delivery},
@@ -40,9 +41,6 @@ use crate::domain::{
 
 /// Events read from the log per query during a replay or catch-up.
 const PAGE: i64 = 256;
-/// Backoff between attempts to re-LISTEN after the listener connection died.
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How long the listener may take to answer a ping before it counts as hung.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY_AT_LEAST: Duration = Duration::from_secs(5);
@@ -175,7 +173,7 @@ impl StreamTask {
         let ping_every = self.heartbeat.max(PING_EVERY_AT_LEAST);
         let mut last_ping = Instant::now();
         let mut reconnect_at: Option<Instant> = None;
-        let mut backoff = RECONNECT_FIRST;
+        let mut reconnect = Reconnect::default();
         let expires_at = self.expires_at;
         if self.counts_crowds() && self.seen.tally.crowd {
             self.stats.crowd_changed(self.board, true);
@@ -202,7 +200,7 @@ impl StreamTask {
                     Incoming::Lost(why) => {
                         log::warn!("listener for board {} lost ({why}); re-listening", self.board);
                         self.drop_listener();
-                        reconnect_at = Some(Instant::now());
+                        reconnect_at = Some(reconnect.next_attempt());
                     }
                 },
                 _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
@@ -212,15 +210,14 @@ impl StreamTask {
                             self.stats.listener_reconnected();
                             self.source = Source::Dedicated(Some(listener));
                             reconnect_at = None;
-                            backoff = RECONNECT_FIRST;
+                            reconnect.connected();
                             // Notifications sent while no one listened are lost: the log has them.
                             let presence = self.current_presence().await?;
                             self.resync(&presence, progress).await?;
                         }
                         Err(e) => {
                             log::warn!("re-listening for board {} failed: {e}", self.board);
-                            backoff = (backoff * 2).min(RECONNECT_MAX);
-                            reconnect_at = Some(Instant::now() + backoff);
+                            reconnect_at = Some(reconnect.next_attempt());
                         }
                     }
                 }
@@ -238,7 +235,7 @@ impl StreamTask {
                         {
                             log::warn!("listener for board {} did not answer a ping; re-listening", self.board);
                             self.drop_listener();
-                            reconnect_at = Some(Instant::now());
+                            reconnect_at = Some(reconnect.next_attempt());
                         }
                     }
                 }
