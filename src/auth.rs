@@ -13,15 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::BoardId;
+use crate::domain::{
+    ids::BoardId,
+    viewer::{NameError, display_name},
+};
 
 /// Clock skew tolerated on `exp` (and `nbf`) when a token arrives. Small on purpose: a
 /// token is refused at most this long after it expired. A stream is still closed at the
 /// exact `exp`.
 pub const LEEWAY: Duration = Duration::from_secs(5);
-
-/// The longest `name` claim kept, as for `X-Display-Name`.
-pub const NAME_MAX_CHARS: usize = 100;
 
 /// Below this many bytes an HS256 secret is weaker than the hash (RFC 7518 §3.2 asks for a
 /// key at least as long as the hash output, 256 bits).
@@ -78,18 +78,7 @@ impl Claims {
             ));
         }
         if let Some(name) = &self.name {
-            let name = name.trim();
-            if name.chars().any(char::is_control) {
-                return Err(TokenError::BadClaim(
-                    "`name` must not contain control characters",
-                ));
-            }
-            if name.chars().count() > NAME_MAX_CHARS {
-                return Err(TokenError::BadClaim(
-                    "`name` must be at most 100 characters",
-                ));
-            }
-            self.name = (!name.is_empty()).then(|| name.to_string());
+            self.name = display_name(name).map_err(TokenError::BadName)?;
         }
         Ok(self)
     }
@@ -113,6 +102,8 @@ pub enum TokenError {
     WrongAudience,
     #[error("the token's claim {0}")]
     BadClaim(&'static str),
+    #[error("the token's claim `name` {0}")]
+    BadName(NameError),
     #[error("the token is not a well-formed JWT")]
     Malformed,
     #[error("the token could not be signed")]
@@ -264,7 +255,7 @@ mod tests {
         let token = tokens.mint(&c).expect("signs");
         assert_eq!(tokens.verify(&token).expect("ok").display_name(), "ana");
         c.name = Some("a\nb".into());
-        assert!(matches!(tokens.mint(&c), Err(TokenError::BadClaim(_))));
+        assert!(matches!(tokens.mint(&c), Err(TokenError::BadName(_))));
         c.name = None;
         c.sub = String::new();
         assert!(matches!(tokens.mint(&c), Err(TokenError::BadClaim(_))));

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::db::DbError;
 use crate::domain::note::Note;
 
+/// The `Retry-After` of every 503 (the database away, a stream cap reached, shutting
+/// down): long enough for a restart or a pool to drain, short enough that a client does
+/// not give up.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 /// What a client is told when a request fails. Every variant has a stable machine `code`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -250,10 +255,11 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After: 5` ([`UNAVAILABLE_RETRY_AFTER_SECS`]).
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::Unavailable {
             message: message.into(),
-            retry_after_secs: 5,
+            retry_after_secs: UNAVAILABLE_RETRY_AFTER_SECS,
         }
     }
 

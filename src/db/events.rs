@@ -16,8 +16,10 @@ pub struct LoggedEvent {
 }
 
 /// Sends several notifications in one statement (one round trip), in order: the signal
-/// batches of every board whose window closed. Outside a transaction each is delivered as
-/// soon as the statement ends.
+/// batches of every board whose window closed, a presence change's announcements. The one
+/// place Rust code sends a NOTIFY (writes send theirs in `sql/0004_write_functions.sql`).
+/// Outside a transaction each is delivered as soon as the statement ends, inside one at
+/// its commit.
 pub async fn notify_many(
     client: &impl GenericClient,
     channels: &[String],

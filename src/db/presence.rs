@@ -12,7 +12,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, events};
 use crate::domain::{
     ids::BoardId,
     presence::{Tally, payloads},
@@ -152,11 +152,9 @@ pub async fn apply(
         .await?;
     tx.execute(&update, &[&board.uuid(), &applied.version, &after.crowd])
         .await?;
-    // A function scan yields the array in order, so the NOTIFYs go out in version order.
-    let notify = tx
-        .prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-        .await?;
-    tx.execute(&notify, &[&board.channel(), &notices]).await?;
+    // In version order; inside the transaction they go out at its commit.
+    let channels = vec![board.channel(); notices.len()];
+    events::notify_many(&tx, &channels, &notices).await?;
     tx.commit().await?;
     Ok(Some(applied))
 }

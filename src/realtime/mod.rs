@@ -174,17 +174,12 @@ impl Live {
                 "the server is shutting down; reconnect shortly",
             ));
         }
-        let slot =
-            self.capacity
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| ApiError::Unavailable {
-                    message: format!(
-                        "this server is at its limit of {} open streams; try again shortly",
-                        self.settings.max_streams
-                    ),
-                    retry_after_secs: 5,
-                })?;
+        let slot = self.capacity.clone().try_acquire_owned().map_err(|_| {
+            ApiError::unavailable(format!(
+                "this server is at its limit of {} open streams; try again shortly",
+                self.settings.max_streams
+            ))
+        })?;
         let client_slot = self.claim_client_slot(&request.client_key)?;
 
         // LISTEN first: whatever commits after this is heard, so the opening read below
@@ -274,13 +269,10 @@ impl Live {
         let count = counts.entry(key.to_string()).or_insert(0);
         if *count >= self.settings.max_streams_per_client {
             // The contract answers a per-client cap like the instance cap: 503 + Retry-After.
-            return Err(ApiError::Unavailable {
-                message: format!(
-                    "this client already has {} open streams, the most allowed; close one first",
-                    self.settings.max_streams_per_client
-                ),
-                retry_after_secs: 5,
-            });
+            return Err(ApiError::unavailable(format!(
+                "this client already has {} open streams, the most allowed; close one first",
+                self.settings.max_streams_per_client
+            )));
         }
         *count += 1;
         Ok(ClientSlot {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::request;
 use crate::auth::{Claims, SECRET_MIN_BYTES, Tokens};
 use crate::config::Settings;
-use crate::domain::ids::BoardId;
+use crate::domain::{ids::BoardId, viewer::ANONYMOUS};
 use crate::error::ApiError;
 use crate::limits::WriteLimiter;
 
@@ -210,7 +210,7 @@ impl Caller {
     }
 
     /// The caller's name in a board's presence: the token's `name`, else its `sub`; with
-    /// auth off, `?name=` (else "anonymous").
+    /// auth off, `?name=` (else [`ANONYMOUS`]).
     pub fn viewer_name(&self, requested: Option<&str>) -> Result<String, ApiError> {
         let name = match self {
             Caller::Token(claims) => Some(claims.display_name().to_string()),
@@ -219,7 +219,7 @@ impl Caller {
                 None => None,
             },
         };
-        Ok(name.unwrap_or_else(|| "anonymous".to_string()))
+        Ok(name.unwrap_or_else(|| ANONYMOUS.to_string()))
     }
 
     /// When the caller's access ends: the token's `exp` (auth off: never).

@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::BODY_LIMIT;
-use crate::domain::ids::{BoardId, NoteId};
+use crate::domain::{
+    ids::{BoardId, NoteId},
+    viewer,
+};
 use crate::error::ApiError;
 use crate::limits::REQUEST_BODY_TIMEOUT;
-
-/// The longest display name kept; longer ones are refused rather than cut silently.
-pub const NAME_MAX_CHARS: usize = 100;
 
 /// A JSON object request body, read when the handler asks for it: after the path ids and
 /// the caller's rights, so the contract's order holds (media type 415, then size 413, then
@@ -180,22 +180,10 @@ pub fn note_id(raw: &str) -> Result<NoteId, ApiError> {
     NoteId::parse(raw).map_err(ApiError::InvalidId)
 }
 
-/// Validates a display name from a header or query: trimmed, at most 100 characters, no
-/// control characters. Empty means none.
+/// Validates a display name from a header or query by the one rule
+/// ([`viewer::display_name`]); a refusal names `source`. Empty means none.
 pub fn display_name(raw: &str, source: &str) -> Result<Option<String>, ApiError> {
-    let name = raw.trim();
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::Validation(format!(
-            "`{source}` must not contain control characters"
-        )));
-    }
-    let chars = name.chars().count();
-    if chars > NAME_MAX_CHARS {
-        return Err(ApiError::Validation(format!(
-            "`{source}` must be at most {NAME_MAX_CHARS} characters (got {chars})"
-        )));
-    }
-    Ok((!name.is_empty()).then(|| name.to_string()))
+    viewer::display_name(raw).map_err(|e| ApiError::Validation(format!("`{source}` {e}")))
 }
 
 /// The writer's name with auth off: `X-Display-Name`, percent-decoded (browsers cannot
