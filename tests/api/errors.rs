@@ -727,7 +727,7 @@ async fn a_database_error_is_a_500_whose_cause_is_logged_and_never_sent() {
         .await
         .expect("the board");
     let mut settings = base_settings();
-    settings.database.dbname(&db);
+    settings.database.dbname(&*db);
     let (sql, connection) = settings
         .database
         .connect(tokio_postgres::NoTls)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
+    hash::{Hash, Hasher},
     process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
@@ -11,7 +12,7 @@ use std::{
 
 use boardcast::{
     config::{ListenerMode, Settings},
-    db::{Database, migrations},
+    db::migrations,
     realtime::Stats,
     startup::Application,
 };
@@ -19,6 +20,7 @@ use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -62,26 +64,158 @@ pub async fn admin_client() -> tokio_postgres::Client {
     admin
 }
 
-/// A fresh database with the schema applied; returns its name.
-pub async fn create_database() -> String {
-    let settings = base_settings();
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    let admin = admin_client().await;
+/// The migrated database every test database is copied from: copying a database is
+/// quicker than migrating one. Named by a hash of the migrations, so it is made once per
+/// cluster and schema and shared by the test binaries; it is the one database tests leave
+/// behind (scripts/test deletes its throwaway cluster anyway).
+async fn template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hash = std::hash::DefaultHasher::new();
+            for migration in migrations::MIGRATIONS {
+                (migration.version, migration.sql).hash(&mut hash);
+            }
+            let name = format!("test_template_{:016x}", hash.finish());
+            let admin = admin_client().await;
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .expect("reads pg_database")
+                .is_some();
+            if !exists {
+                build_template(&admin, &name).await;
+            }
+            name
+        })
+        .await
+}
+
+/// Migrates a database of its own and renames it `name` when complete, so a test binary
+/// running beside this one never copies a half-migrated template; when two race, the
+/// second rename finds the name taken and its copy is dropped.
+async fn build_template(admin: &tokio_postgres::Client, name: &str) {
+    let building = format!("test_building_{}", Uuid::new_v4().simple());
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("CREATE DATABASE {building}"))
         .await
-        .expect("creates the test database");
-    let mut settings = settings;
-    settings.database.dbname(&name);
-    let db = Database::new(&settings).expect("database handle");
-    let mut client = db
-        .connect_driven()
+        .expect("creates the template database");
+    let mut settings = base_settings();
+    settings.database.dbname(&building);
+    let (mut client, connection) = settings
+        .database
+        .connect(tokio_postgres::NoTls)
         .await
-        .expect("connects to the test database");
+        .expect("connects to the template database");
+    let driver = tokio::spawn(connection);
     migrations::migrate(&mut client)
         .await
         .expect("migrations apply");
-    name
+    // Dropping the client ends its session; the driver ends once it has.
+    drop(client);
+    let _ = driver.await;
+    match while_in_use(
+        admin,
+        &format!("ALTER DATABASE {building} RENAME TO {name}"),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
+            drop_database(admin, &building).await;
+        }
+        Err(e) => panic!("cannot rename {building} to {name}: {e}"),
+    }
+}
+
+/// Runs DDL that needs a database nobody is connected to, retrying while a session that
+/// just ended is still closing on the server's side (55006 `object_in_use`).
+async fn while_in_use(
+    admin: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tries = 0;
+    loop {
+        match admin.batch_execute(sql).await {
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// `FORCE` ends the sessions of servers a test left running.
+async fn drop_database(admin: &tokio_postgres::Client, name: &str) {
+    if let Err(e) = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+    {
+        eprintln!("cannot drop test database {name}: {e}");
+    }
+}
+
+/// A test's own database (NOTIFY channels are per database, so tests cannot hear each
+/// other), dropped when this value is: at the end of the test, passed or failed. Derefs
+/// to its name.
+pub struct TestDatabase {
+    name: String,
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        // A drop inside a test's runtime cannot wait on a future of that runtime: a thread
+        // with a runtime of its own does the work, and the test waits for it.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database")
+                .block_on(async { drop_database(&admin_client().await, &name).await })
+        })
+        .join();
+    }
+}
+
+/// A fresh database with the schema applied: a copy of the template.
+pub async fn create_database() -> TestDatabase {
+    let template = template().await;
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let admin = admin_client().await;
+    while_in_use(
+        &admin,
+        &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("creates the test database from {template}: {e}"));
+    TestDatabase { name }
+}
+
+/// An empty database (no schema), dropped like [`create_database`]'s.
+pub async fn create_empty_database() -> TestDatabase {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    admin_client()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creates an empty database");
+    TestDatabase { name }
 }
 
 pub struct TestApp {
@@ -93,6 +227,9 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub stats: Arc<Stats>,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The database this app made for itself (`spawn_app`), dropped with it (after the
+    /// fields above); `None` for a second instance on another app's database (`spawn_on`).
+    pub database: Option<TestDatabase>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -100,8 +237,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let db_name = create_database().await;
-    spawn_on(&db_name, adjust).await
+    let database = create_database().await;
+    let mut app = spawn_on(&database, adjust).await;
+    app.database = Some(database);
+    app
 }
 
 /// A server on an existing test database (a second instance of the same deployment).
@@ -128,6 +267,7 @@ pub async fn spawn_on(db_name: &str, adjust: impl FnOnce(&mut Settings)) -> Test
         shutdown,
         stats,
         server,
+        database: None,
     }
 }
 

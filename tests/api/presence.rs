@@ -267,7 +267,7 @@ async fn sigterm_leaves_no_viewer_behind() {
     let status = server.child.wait().await.expect("exits");
     assert!(status.success());
     let mut settings = crate::helpers::base_settings();
-    settings.database.dbname(&db);
+    settings.database.dbname(&*db);
     let (sql, connection) = settings
         .database
         .connect(tokio_postgres::NoTls)

@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, base_settings, database_url, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestDatabase, base_settings, create_empty_database, database_url, spawn_app,
+    spawn_app_with,
+};
 
 /// A plain connection of the test's own that `LISTEN`s on the board's channel; yields each
 /// notification as `(channel, payload)`.
@@ -385,22 +388,11 @@ async fn a_write_that_fails_inside_postgres_leaves_no_event_and_takes_no_seq() {
     assert_eq!(logged_seqs(&app, &board).await, vec![1, 2]);
 }
 
-/// A new database with no schema at all; its name and URL.
-async fn empty_database() -> (String, String) {
-    let settings = base_settings();
-    let (admin, connection) = settings
-        .database
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connects to the admin database");
-    tokio::spawn(connection);
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("creates an empty database");
-    let url = database_url(&settings, &name);
-    (name, url)
+/// A new database with no schema at all (dropped when the value is); and its URL.
+async fn empty_database() -> (TestDatabase, String) {
+    let database = create_empty_database().await;
+    let url = database_url(&base_settings(), &database);
+    (database, url)
 }
 
 /// Runs the real binary with `args` and `env`; its exit status and stderr. Killed if it
@@ -444,7 +436,7 @@ async fn two_migrations_at_once_both_succeed_and_apply_the_schema_once() {
     assert!(again.0.success(), "a third run is a no-op: {}", again.1);
 
     let mut settings = base_settings();
-    settings.database.dbname(&name);
+    settings.database.dbname(&*name);
     let (client, connection) = settings
         .database
         .connect(tokio_postgres::NoTls)
@@ -478,7 +470,7 @@ async fn two_migrations_at_once_both_succeed_and_apply_the_schema_once() {
 
 #[tokio::test]
 async fn serve_refuses_an_unmigrated_database_pointing_to_migrate() {
-    let (_, url) = empty_database().await;
+    let (_database, url) = empty_database().await;
     let (status, stderr) = run_boardcast(&["serve"], &[("DATABASE_URL", url.as_str())]).await;
     assert!(!status.success(), "serve must not start: {stderr}");
     assert!(stderr.contains("boardcast migrate"), "{stderr}");
