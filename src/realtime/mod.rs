@@ -18,7 +18,7 @@ use std::{
     convert::Infallible,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -27,6 +27,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::Stream;
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -265,7 +266,7 @@ impl Live {
     }
 
     fn claim_client_slot(&self, key: &str) -> Result<ClientSlot, ApiError> {
-        let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.per_client.lock();
         let count = counts.entry(key.to_string()).or_insert(0);
         if *count >= self.settings.max_streams_per_client {
             // The contract answers a per-client cap like the instance cap: 503 + Retry-After.
@@ -367,7 +368,7 @@ struct ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.counts.lock();
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

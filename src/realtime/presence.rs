@@ -10,13 +10,10 @@
 //! row), not a write per stream. An instance silent for two intervals is reaped by any
 //! other, which announces its viewers' departures: within 2.5 intervals of the death.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{SubsecRound, Utc};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -107,11 +104,7 @@ impl Presence {
         let client = self.db.client().await?;
         presence::register_instance(&client, self.instance).await?;
         drop(client);
-        let taken = self
-            .changes_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let taken = self.changes_rx.lock().take();
         if let Some(changes) = taken {
             tokio::spawn(self.clone().write_changes(changes));
         }
@@ -150,7 +143,7 @@ impl Presence {
             since: Utc::now().trunc_subsecs(6),
         };
         if let Some(sub) = sub {
-            lock(&self.subs).insert(viewer.id, sub);
+            self.subs.lock().insert(viewer.id, sub);
         }
         let (done, written) = oneshot::channel();
         let change = Change::Join {
@@ -161,7 +154,7 @@ impl Presence {
         let stopped = || DbError::unavailable("the presence writer has stopped");
         self.changes.send(change).map_err(|_| stopped())?;
         let Some(version) = written.await.map_err(|_| stopped())?? else {
-            lock(&self.subs).remove(&viewer.id);
+            self.subs.lock().remove(&viewer.id);
             return Ok(None);
         };
         self.lock_local().insert(viewer.id, (board, viewer.clone()));
@@ -172,7 +165,7 @@ impl Presence {
     /// database cannot be reached now).
     pub async fn leave(&self, board: BoardId, viewer: Uuid) {
         self.lock_local().remove(&viewer);
-        lock(&self.subs).remove(&viewer);
+        self.subs.lock().remove(&viewer);
         let (done, written) = oneshot::channel();
         if self
             .changes
@@ -266,7 +259,7 @@ impl Presence {
         leaving: Leaving<'_>,
     ) -> Result<Option<Applied>, DbError> {
         let subs: Vec<Option<String>> = {
-            let known = lock(&self.subs);
+            let known = self.subs.lock();
             joining.iter().map(|v| known.get(&v.id).cloned()).collect()
         };
         let mut client = self.db.client().await?;
@@ -309,12 +302,7 @@ impl Presence {
 
     /// The leaves waiting for a retry, grouped by board (one transaction each).
     fn take_pending_leaves(&self) -> HashMap<BoardId, Vec<Uuid>> {
-        let pending = std::mem::take(
-            &mut *self
-                .pending_leaves
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let pending = std::mem::take(&mut *self.pending_leaves.lock());
         let mut by_board: HashMap<BoardId, Vec<Uuid>> = HashMap::new();
         for (board, viewer) in pending {
             by_board.entry(board).or_default().push(viewer);
@@ -323,15 +311,12 @@ impl Presence {
     }
 
     fn defer(&self, board: BoardId, viewers: Vec<Uuid>) {
-        let mut pending = self
-            .pending_leaves
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending_leaves.lock();
         pending.extend(viewers.into_iter().map(|v| (board, v)));
     }
 
-    fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (BoardId, Viewer)>> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_local(&self) -> parking_lot::MutexGuard<'_, HashMap<Uuid, (BoardId, Viewer)>> {
+        self.local.lock()
     }
 
     async fn maintain(&self) -> Result<(), DbError> {
@@ -390,8 +375,4 @@ fn for_each_joiner(e: &DbError) -> DbError {
         DbErrorKind::Unavailable => DbError::unavailable(e.to_string()),
         DbErrorKind::Query => DbError::query(e.to_string()),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

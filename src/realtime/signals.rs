@@ -14,12 +14,7 @@
 //! (they are dropped, `reason="overload"`) rather than being pushed towards the slow-client
 //! bar, and they are never written to the log, so no replay holds one.
 
-use std::{
-    collections::HashMap,
-    num::NonZeroU32,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -27,6 +22,7 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
+use parking_lot::Mutex;
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -125,12 +121,8 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.signals.local).remove(&self.viewer);
+        self.signals.local.lock().remove(&self.viewer);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Signals {
@@ -178,7 +170,7 @@ impl Signals {
 
     /// Makes `viewer` a sender for as long as the registration lives (its stream's life).
     pub fn register(self: &Arc<Self>, viewer: Uuid, sender: Sender) -> Registration {
-        lock(&self.local).insert(viewer, sender);
+        self.local.lock().insert(viewer, sender);
         Registration {
             signals: self.clone(),
             viewer,
@@ -194,8 +186,9 @@ impl Signals {
         viewer: Uuid,
         sub: Option<&str>,
     ) -> Result<Sender, ApiError> {
-        let known = lock(&self.local).get(&viewer).cloned().or_else(|| {
-            lock(&self.remote)
+        let known = self.local.lock().get(&viewer).cloned().or_else(|| {
+            self.remote
+                .lock()
                 .get(&viewer)
                 .filter(|(_, at)| at.elapsed() < REMOTE_TTL)
                 .map(|(sender, _)| sender.clone())
@@ -218,7 +211,9 @@ impl Signals {
         match presence::find(&client, board, viewer).await? {
             Some((name, sub)) => {
                 let sender = Sender { board, name, sub };
-                lock(&self.remote).insert(viewer, (sender.clone(), Instant::now()));
+                self.remote
+                    .lock()
+                    .insert(viewer, (sender.clone(), Instant::now()));
                 Ok(Some(sender))
             }
             None if boards::find(&client, board).await?.is_none() => {
@@ -250,7 +245,7 @@ impl Signals {
     /// the same kind (and note) if one is still waiting.
     pub fn push(&self, board: BoardId, signal: SignalBody, sender: &Sender) {
         self.stats.signal_received();
-        let mut guard = lock(&self.pending);
+        let mut guard = self.pending.lock();
         let pending = &mut *guard;
         let first = pending.count == 0;
         let key = signal.key();
@@ -277,7 +272,7 @@ impl Signals {
     /// Sends every board's window: one NOTIFY per board (more only past 8,000 bytes), all
     /// in one statement.
     async fn flush(&self) {
-        let taken = std::mem::take(&mut *lock(&self.pending));
+        let taken = std::mem::take(&mut *self.pending.lock());
         if taken.count == 0 {
             return;
         }
@@ -309,7 +304,9 @@ impl Signals {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        lock(&self.remote).retain(|_, (_, at)| at.elapsed() < REMOTE_TTL);
+        self.remote
+            .lock()
+            .retain(|_, (_, at)| at.elapsed() < REMOTE_TTL);
     }
 }
 

@@ -1,8 +1,9 @@
 //! Counters of the stream machinery, read by `/metrics` and by tests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
 
 use crate::domain::ids::BoardId;
 
@@ -125,7 +126,7 @@ impl Stats {
     /// A holder's view of `board` changed: it became a crowd (`true`) or stopped being one.
     /// Calls must come in pairs per holder.
     pub fn crowd_changed(&self, board: BoardId, crowd: bool) {
-        let mut crowds = self.crowds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut crowds = self.crowds.lock();
         if crowd {
             *crowds.entry(board).or_default() += 1;
         } else if let Some(holders) = crowds.get_mut(&board) {
@@ -152,7 +153,7 @@ impl Stats {
 
     /// `boardcast_crowd_boards`: boards served here above `PRESENCE_LIST_LIMIT`.
     pub fn crowd_boards(&self) -> i64 {
-        self.crowds.lock().unwrap_or_else(|p| p.into_inner()).len() as i64
+        self.crowds.lock().len() as i64
     }
 
     pub fn stream_opened(&self) {
