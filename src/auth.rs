@@ -25,7 +25,7 @@ pub const LEEWAY: Duration = Duration::from_secs(5);
 
 /// Below this many bytes an HS256 secret is weaker than the hash (RFC 7518 §3.2 asks for a
 /// key at least as long as the hash output, 256 bits).
-pub const SECRET_MIN_BYTES: usize = 32;
+pub(crate) const SECRET_MIN_BYTES: usize = 32;
 
 /// What a token says about its holder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,10 +17,6 @@ pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 /// What a client is told when a request fails. Every variant has a stable machine `code`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A request the HTTP layer could not read (a malformed request line or header). The
-    /// contract names no code for it; `bad_request` is this server's (see README).
-    #[error("{0}")]
-    BadRequest(String),
     #[error("{0}")]
     InvalidId(String),
     #[error("{0}")]
@@ -210,7 +206,6 @@ impl ApiError {
     /// Each variant's whole answer, in one place.
     fn shape(&self) -> Shape {
         match self {
-            ApiError::BadRequest(_) => Shape::new(ErrorCode::BadRequest).closing(),
             ApiError::InvalidId(_) => Shape::new(ErrorCode::InvalidId),
             ApiError::InvalidJson(_) => Shape::new(ErrorCode::InvalidJson),
             ApiError::Unauthorized(_) => {

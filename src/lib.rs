@@ -4,15 +4,15 @@
 //! I/O and no handler writes SQL.
 
 pub mod auth;
-pub mod capacity;
+pub(crate) mod capacity;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod error;
-pub mod limits;
-pub mod metrics;
+pub(crate) mod error;
+pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod realtime;
-pub mod redact;
+pub(crate) mod redact;
 pub mod routes;
 pub mod shutdown;
 pub mod startup;

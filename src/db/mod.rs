@@ -1,13 +1,13 @@
 //! Storage: the connection pool, dedicated connections for LISTEN, and the SQL of each table.
 
-pub mod boards;
+pub(crate) mod boards;
 mod error;
-pub mod events;
+pub(crate) mod events;
 pub mod migrations;
-pub mod notes;
-pub mod presence;
-pub mod server;
-pub mod tls;
+pub(crate) mod notes;
+pub(crate) mod presence;
+pub(crate) mod server;
+pub(crate) mod tls;
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ pub use error::{DbError, DbErrorKind};
 
 /// A read-only REPEATABLE READ transaction: every statement in it sees one moment, so a
 /// board's `seq`, its notes and its log agree.
-pub async fn consistent_read(
+pub(crate) async fn consistent_read(
     client: &mut deadpool_postgres::Object,
 ) -> Result<deadpool_postgres::Transaction<'_>, DbError> {
     Ok(client
@@ -31,9 +31,9 @@ pub async fn consistent_read(
 }
 
 /// The stream type of a dedicated connection.
-pub type TlsStream = <tls::Connector as MakeTlsConnect<Socket>>::Stream;
+pub(crate) type TlsStream = <tls::Connector as MakeTlsConnect<Socket>>::Stream;
 /// The driver half of a dedicated connection; whoever holds it must poll it.
-pub type DedicatedConnection = Connection<Socket, TlsStream>;
+pub(crate) type DedicatedConnection = Connection<Socket, TlsStream>;
 
 /// The pool that serves REST requests, and the means to open dedicated connections.
 #[derive(Clone)]
@@ -73,7 +73,7 @@ impl Database {
         })
     }
 
-    pub fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 
@@ -87,7 +87,7 @@ impl Database {
     /// next user. The caller must poll the returned connection.
     /// `purpose` becomes part of its `application_name`, so operators (and tests) can tell
     /// listener connections apart in `pg_stat_activity`.
-    pub async fn connect_dedicated(
+    pub(crate) async fn connect_dedicated(
         &self,
         purpose: &str,
     ) -> Result<(Client, DedicatedConnection), DbError> {

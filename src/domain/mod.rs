@@ -1,12 +1,12 @@
 //! Domain types: ids, parsed values and the events a write announces. No I/O here.
 
-pub mod board;
-pub mod event;
+pub(crate) mod board;
+pub(crate) mod event;
 pub mod ids;
-pub mod note;
-pub mod presence;
-pub mod signal;
-pub mod viewer;
+pub(crate) mod note;
+pub(crate) mod presence;
+pub(crate) mod signal;
+pub(crate) mod viewer;
 
 /// A value that breaks one of the contract's limits; becomes 422 `validation_failed`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -88,11 +88,6 @@ impl Batch {
         (batch.kind == PRESENCE_TYPE).then_some(batch)
     }
 
-    /// The board's tally after this change.
-    pub fn after(&self, limit: usize) -> Tally {
-        self.outcome(limit).after
-    }
-
     /// What streams are told of this change under `limit`.
     pub fn outcome(&self, limit: usize) -> Outcome<'_> {
         let mut tally = self.before;

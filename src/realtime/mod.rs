@@ -3,14 +3,14 @@
 //! stream (client gone, slow, shutdown, board deleted).
 
 mod backoff;
-pub mod hub;
-pub mod listener;
-pub mod notification;
-pub mod presence;
-pub mod roster;
-pub mod signals;
-pub mod sse;
-pub mod stats;
+pub(crate) mod hub;
+pub(crate) mod listener;
+pub(crate) mod notification;
+pub(crate) mod presence;
+pub(crate) mod roster;
+pub(crate) mod signals;
+pub(crate) mod sse;
+pub(crate) mod stats;
 mod stream;
 
 use std::{
@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ListenerMode, Settings};
+use crate::config::Settings;
 use crate::db::{Database, DbError, boards, events, notes};
 use crate::domain::{event::EventName, ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
@@ -43,17 +43,16 @@ use signals::Signals;
 pub use stats::{CloseReason, Stats};
 
 /// A client more than this many events behind is closed as `slow` (the contract's number).
-pub const QUEUE_LIMIT: usize = 1024;
+pub(crate) const QUEUE_LIMIT: usize = 1024;
 /// The longest an opening waits for the shared hub to hear its own join.
 const OPENING_WAIT: Duration = Duration::from_secs(10);
 /// The `retry:` a stream opens with: how long EventSource waits before reconnecting.
-pub const OPENING_RETRY: Duration = Duration::from_millis(2000);
+pub(crate) const OPENING_RETRY: Duration = Duration::from_millis(2000);
 
 /// What the stream machinery needs to know, fixed at start.
 #[derive(Clone, Debug)]
-pub struct LiveSettings {
+pub(crate) struct LiveSettings {
     pub heartbeat: Duration,
-    pub mode: ListenerMode,
     pub max_streams: usize,
     pub max_streams_per_client: usize,
 }
@@ -62,7 +61,6 @@ impl LiveSettings {
     pub fn new(settings: &Settings, max_streams: usize) -> LiveSettings {
         LiveSettings {
             heartbeat: settings.heartbeat,
-            mode: settings.listener,
             max_streams,
             max_streams_per_client: settings.max_streams_per_client,
         }
@@ -71,7 +69,7 @@ impl LiveSettings {
 
 /// Who opens a stream and from where it resumes.
 #[derive(Clone, Debug)]
-pub struct OpenRequest {
+pub(crate) struct OpenRequest {
     pub board: BoardId,
     pub last_event_id: Option<i64>,
     pub viewer: String,
@@ -86,7 +84,7 @@ pub struct OpenRequest {
 
 /// Shared by every stream of the process.
 #[derive(Clone)]
-pub struct Live {
+pub(crate) struct Live {
     db: Database,
     settings: Arc<LiveSettings>,
     capacity: Arc<Semaphore>,
@@ -128,10 +126,6 @@ impl Live {
             shutdown,
             stats,
         }
-    }
-
-    pub fn settings(&self) -> &LiveSettings {
-        &self.settings
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -383,7 +377,7 @@ type Slots = (OwnedSemaphorePermit, ClientSlot, signals::Registration);
 
 /// The response body of a stream: frames queued by its task. Dropping it (the client went
 /// away) closes the queue, which the task notices at once.
-pub struct EventBody {
+pub(crate) struct EventBody {
     rx: mpsc::Receiver<Bytes>,
     /// Set when the body is dropped with frames the client never took: the client had
     /// stopped reading (a zero window cut by TCP_USER_TIMEOUT), which is `slow`.

@@ -22,32 +22,34 @@ use crate::db::Database;
 use crate::error::ApiError;
 use crate::realtime::Live;
 
-pub use caller::{Access, Caller};
-pub use cors::cors;
-pub use edge::edge;
+pub(crate) use caller::{Access, Caller};
+pub(crate) use cors::cors;
+pub(crate) use edge::edge;
 
 /// Largest request body accepted (the contract's 64 KiB).
-pub const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 /// What every handler can reach.
-pub struct AppState {
+pub(crate) struct AppState {
     pub db: Database,
     pub live: Live,
     pub settings: Settings,
 }
 
 /// The signal route: a POST that writes nothing, so the write checks skip it.
-pub const SIGNALS_ROUTE: &str = "/api/boards/{board_id}/signals";
+pub(crate) const SIGNALS_ROUTE: &str = "/api/boards/{board_id}/signals";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(query_config());
     for resource in resources() {
         cfg.service(resource.build());
     }
 }
 
-/// Every path the server routes, and its methods (HEAD included), in routing order.
-pub fn route_table() -> Vec<(&'static str, Vec<Method>)> {
+/// Every path the server routes, and its methods (HEAD included), in routing order: what
+/// the tests compare with the OpenAPI document and docs/API.md.
+#[cfg(test)]
+pub(crate) fn route_table() -> Vec<(&'static str, Vec<Method>)> {
     resources()
         .into_iter()
         .map(|r| (r.path, r.routes.iter().map(|(m, _)| m.clone()).collect()))
@@ -88,7 +90,7 @@ fn resources() -> Vec<Resource> {
 /// One path of the route table and its methods. The 405 answer and its `Allow` header are
 /// derived from the methods registered here, so they cannot drift from the routes; every
 /// GET is also answered for HEAD (RFC 9110 §9.3.2: same headers, no body).
-pub struct Resource {
+pub(crate) struct Resource {
     path: &'static str,
     routes: Vec<(Method, actix_web::Route)>,
 }
@@ -184,7 +186,7 @@ impl Resource {
 }
 
 /// Answers 404 in the contract's JSON for any path no route serves.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!(
         // No method in the text: HEAD's answer must have GET's length.
         "no route for {}",
