@@ -26,7 +26,7 @@ use prometheus_client::{
 
 use crate::capacity::StreamBudget;
 use crate::db::Database;
-use crate::realtime::{CloseReason, Stats, signals::DropReason};
+use crate::realtime::{CloseReason, Stats, stats::DropReason};
 
 /// What `/metrics` answers with: the OpenMetrics text format, which Prometheus negotiates.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

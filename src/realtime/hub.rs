@@ -36,8 +36,8 @@ use super::{
     notification::{Decoded, Delivery, decode},
     presence::Presence,
     roster::{self, Listing, Roster},
-    signals::{self, DropReason},
-    stats::Stats,
+    signals,
+    stats::{DropReason, Stats},
 };
 use crate::db::{Database, DbError};
 use crate::domain::{ids::BoardId, presence::Batch};

@@ -27,7 +27,10 @@ use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{QUEUE_LIMIT, sse, stats::Stats};
+use super::{
+    QUEUE_LIMIT, sse,
+    stats::{DropReason, Stats},
+};
 use crate::db::{Database, boards, events, presence};
 use crate::domain::{
     event::{EventName, NOTIFY_PAYLOAD_LIMIT},
@@ -57,33 +60,6 @@ pub struct Sender {
     pub name: String,
     /// The token subject the stream was opened with (auth on); `None` with auth off.
     pub sub: Option<String>,
-}
-
-/// Why a signal was not delivered, for `boardcast_signals_dropped_total{reason}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// A later signal of the same viewer, kind and note replaced it within the window.
-    Coalesced,
-    /// A stream's queue was half full, or too many signals were waiting on this instance.
-    Overload,
-    /// The NOTIFY carrying it failed (the database was unreachable).
-    Unavailable,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 3] = [
-        DropReason::Coalesced,
-        DropReason::Overload,
-        DropReason::Unavailable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Coalesced => "coalesced",
-            DropReason::Overload => "overload",
-            DropReason::Unavailable => "unavailable",
-        }
-    }
 }
 
 type Key = (Uuid, String, Option<String>);

@@ -83,7 +83,7 @@ pub struct Stats {
     presence_changes: AtomicU64,
     signals_received: AtomicU64,
     signals_delivered: AtomicU64,
-    /// By `signals::DropReason`, in the order of `DropReason::ALL`.
+    /// By `DropReason`, in the order of `DropReason::ALL`.
     signals_dropped: [AtomicU64; 3],
 }
 
@@ -97,8 +97,8 @@ impl Stats {
         self.signals_delivered.fetch_add(n, Relaxed);
     }
 
-    pub fn signal_dropped(&self, reason: super::signals::DropReason, n: u64) {
-        let index = super::signals::DropReason::ALL
+    pub fn signal_dropped(&self, reason: DropReason, n: u64) {
+        let index = DropReason::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
@@ -113,8 +113,8 @@ impl Stats {
         self.signals_delivered.load(Relaxed)
     }
 
-    pub fn signals_dropped_total(&self, reason: super::signals::DropReason) -> u64 {
-        let index = super::signals::DropReason::ALL
+    pub fn signals_dropped_total(&self, reason: DropReason) -> u64 {
+        let index = DropReason::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
@@ -310,6 +310,33 @@ pub struct LatencySnapshot {
     /// Always the sum of the bucket counts, so `_count` equals the `+Inf` bucket.
     pub count: u64,
     pub sum: f64,
+}
+
+/// Why a signal was not delivered, for `boardcast_signals_dropped_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A later signal of the same viewer, kind and note replaced it within the window.
+    Coalesced,
+    /// A stream's queue was half full, or too many signals were waiting on this instance.
+    Overload,
+    /// The NOTIFY carrying it failed (the database was unreachable).
+    Unavailable,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::Coalesced,
+        DropReason::Overload,
+        DropReason::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Coalesced => "coalesced",
+            DropReason::Overload => "overload",
+            DropReason::Unavailable => "unavailable",
+        }
+    }
 }
 
 #[cfg(test)]

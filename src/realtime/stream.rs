@@ -27,9 +27,8 @@ use super::{
     notification::{self, Decoded, Delivery},
     presence::Presence,
     roster::{CountPacer, Listing, announcement_frames},
-    signals::{self, DropReason},
-    sse,
-    stats::{CloseReason, Stats},
+    signals, sse,
+    stats::{CloseReason, DropReason, Stats},
 };
 use crate::db::{Database, DbError, boards, events};
 use crate::domain::{
