@@ -27,6 +27,9 @@ import {
   toast,
   token,
 } from "./api.js";
+import { clampCoord, clampSize, friendlyName } from "./board-core.js";
+import { openBoard } from "./boardcast-client.js";
+import { createLive } from "./live.js";
 import { checkSignIn } from "./signin.js";
 
 adoptTokenFromFragment();
@@ -42,9 +45,13 @@ const COLORS = [
 const DEFAULT_SIZE = { width: 200, height: 160 };
 const TYPING_DEBOUNCE_MS = 400;
 const KEY_MOVE_DEBOUNCE_MS = 400;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_CAP_MS = 10_000;
-const DEFAULT_HEARTBEAT_MS = 15_000;
+/** With no pointer, drag or typing for this long, the others are told this viewer is idle
+ * (their cursor of it has faded by then: live.js CURSOR_FADE_MS). */
+const IDLE_MS = 8000;
+/** Typing into a note is announced at most once a second (the others forget it after 4 s). */
+const TYPING_SIGNAL_MS = 1000;
+/** A tab hidden this long closes its stream (and leaves presence) until it is shown again. */
+const HIDDEN_CLOSE_MS = Number(window.BOARDCAST_HIDDEN_CLOSE_MS) || 60_000;
 const CONFLICT_MESSAGE = "Someone else changed this note — showing their version";
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -67,7 +74,8 @@ const boardPath = `/api/boards/${encodeURIComponent(boardId)}`;
 
 let myName = "";
 let board = null;
-let lastSeq = null; // seq of the last applied snapshot or change; null before the first
+/** The board's stream (boardcast-client.js): its `state.seq` is the last event applied. */
+let client = null;
 let gone = false;
 const notes = new Map(); // id -> entry (see newEntry)
 const tombstones = new Set(); // ids deleted here or by an event: never resurrected
@@ -80,17 +88,30 @@ let firstSnapshot = true;
 // Exposed for the browser tests and for curious people in the console; read-only use.
 window.boardcast = {
   get seq() {
-    return lastSeq;
+    return currentSeq();
   },
   get status() {
     return statusEl.dataset.state;
   },
   get heartbeatMs() {
-    return heartbeatMs;
+    return client ? client.heartbeatMs : null;
   },
+  get you() {
+    return client ? client.you : null;
+  },
+  get signalsSent() {
+    return client ? client.signalsSent : 0;
+  },
+  /** Every time the stream (re)opened, as Date.now(). */
+  opens: [],
+  cursors: () => live.cursors(),
   notes,
   viewers,
 };
+
+function currentSeq() {
+  return client ? client.state.seq : null;
+}
 
 // ---------------------------------------------------------------------------------------
 // Notes: server state + local layers -> DOM
@@ -103,6 +124,10 @@ function newEntry(note) {
     inflight: null, // {fields, ifMatch, withText} while a PATCH is on its way
     base: null, // {version, text}: what unsent or in-flight text edits started from
     gesture: null, // {kind: "drag"|"resize", ...} while a pointer gesture is in progress
+    remote: null, // {x, y, width, height} while someone else drags or resizes it
+    landedAt: 0, // when its newest change event was written (ms): older motion is stale
+    typists: [], // who else is typing into it
+    typingSignalAt: 0,
     typingTimer: 0,
     keyTimer: 0,
     retryTimer: 0,
@@ -115,7 +140,7 @@ function newEntry(note) {
 
 /** What the note looks like here: server state, then in-flight, then unsent, then gesture. */
 function shown(e) {
-  const v = { ...e.server, ...(e.inflight ? e.inflight.fields : null), ...e.dirty };
+  const v = { ...e.server, ...e.remote, ...(e.inflight ? e.inflight.fields : null), ...e.dirty };
   if (e.gesture) Object.assign(v, e.gesture.now);
   return v;
 }
@@ -131,6 +156,9 @@ function buildNoteElement(e) {
   bar.className = "note-bar";
   const author = document.createElement("span");
   author.className = "note-author";
+  const typing = document.createElement("span");
+  typing.className = "note-typing";
+  typing.hidden = true;
   const swatches = document.createElement("div");
   swatches.className = "swatches";
   swatches.setAttribute("role", "group");
@@ -159,7 +187,7 @@ function buildNoteElement(e) {
     ev.stopPropagation();
     deleteNote(e);
   });
-  bar.append(author, swatches, del);
+  bar.append(author, typing, swatches, del);
 
   const text = document.createElement("textarea");
   text.className = "note-text";
@@ -175,7 +203,7 @@ function buildNoteElement(e) {
 
   el.append(bar, text, grip);
   e.el = el;
-  e.parts = { author, swatches, text, grip };
+  e.parts = { author, typing, swatches, text, grip };
   wireNote(e);
   return el;
 }
@@ -192,6 +220,10 @@ function render(e, { forceText = false } = {}) {
   el.classList.toggle("note-dark", isDark(v.color));
   el.classList.toggle("note-moving", Boolean(e.gesture));
   el.classList.toggle("note-saving", Boolean(e.inflight));
+  el.classList.toggle("note-remote", Boolean(e.remote) && !e.gesture);
+  const typists = e.typists.length > 0 ? `${e.typists.join(", ")} ${e.typists.length > 1 ? "are" : "is"} typing…` : "";
+  parts.typing.textContent = typists;
+  parts.typing.hidden = !typists;
   el.dataset.version = String(e.server.version);
   el.dataset.color = v.color;
   parts.author.textContent = e.server.author || "";
@@ -325,7 +357,8 @@ async function flush(e) {
         return;
       }
     } else if (err instanceof ApiError && err.status === 404) {
-      if (err.code === "not_found" && /board/i.test(err.message) && !/note/i.test(err.message)) {
+      // The note or its board: the board's own answer tells which.
+      if (await boardIsGone()) {
         showGone("This board was deleted.");
       } else {
         removeNote(e.id);
@@ -355,6 +388,16 @@ async function flush(e) {
     flush(e);
   } else if (!("text" in e.dirty)) {
     e.base = null;
+  }
+}
+
+/** Whether the board answers 404 (deleted, or never was); a network failure is not "gone". */
+async function boardIsGone() {
+  try {
+    await api("GET", boardPath);
+    return false;
+  } catch (err) {
+    return err instanceof ApiError && err.status === 404;
   }
 }
 
@@ -404,7 +447,7 @@ async function createNote(x, y, { focus = true } = {}) {
       ensureVisible(e);
     }
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) showGone("This board was deleted.");
+    if (err instanceof ApiError && err.status === 404 && (await boardIsGone())) showGone("This board was deleted.");
     else toast(describeError(err), "error");
   }
 }
@@ -453,6 +496,11 @@ function wireNote(e) {
   el.addEventListener("dblclick", (ev) => ev.stopPropagation());
 
   text.addEventListener("input", () => {
+    if (client && Date.now() - e.typingSignalAt > TYPING_SIGNAL_MS) {
+      e.typingSignalAt = Date.now();
+      client.signal("note.typing", { note_id: e.id });
+    }
+    active();
     if (!e.base) e.base = { version: e.server.version, text: e.server.text };
     e.dirty.text = text.value;
     clearTimeout(e.typingTimer);
@@ -499,12 +547,9 @@ function wireNote(e) {
         const dx = ev.key === "ArrowLeft" ? -step : ev.key === "ArrowRight" ? step : 0;
         const dy = ev.key === "ArrowUp" ? -step : ev.key === "ArrowDown" ? step : 0;
         if (ev.altKey) {
-          change(e, {
-            width: clamp(v.width + dx, 60, 2000),
-            height: clamp(v.height + dy, 60, 2000),
-          });
+          change(e, { width: clampSize(v.width + dx), height: clampSize(v.height + dy) });
         } else {
-          change(e, { x: clamp(v.x + dx, -1e6, 1e6), y: clamp(v.y + dy, -1e6, 1e6) });
+          change(e, { x: clampCoord(v.x + dx), y: clampCoord(v.y + dy) });
         }
         clearTimeout(e.keyTimer);
         e.keyTimer = setTimeout(() => flush(e), KEY_MOVE_DEBOUNCE_MS);
@@ -527,6 +572,7 @@ function startGesture(e, ev, kind) {
     moved: false,
   };
   e.gesture = g;
+  dragging = e;
   e.el.setPointerCapture(ev.pointerId);
   ev.preventDefault();
 
@@ -537,17 +583,15 @@ function startGesture(e, ev, kind) {
     if (!g.moved && Math.abs(dx) + Math.abs(dy) < 3) return;
     g.moved = true;
     if (kind === "drag") {
-      g.now = {
-        x: clamp(Math.round(g.from.x + dx), -1e6, 1e6),
-        y: clamp(Math.round(g.from.y + dy), -1e6, 1e6),
-      };
+      g.now = { x: clampCoord(Math.round(g.from.x + dx)), y: clampCoord(Math.round(g.from.y + dy)) };
     } else {
-      g.now = {
-        width: clamp(Math.round(g.from.width + dx), 60, 2000),
-        height: clamp(Math.round(g.from.height + dy), 60, 2000),
-      };
+      g.now = { width: clampSize(Math.round(g.from.width + dx)), height: clampSize(Math.round(g.from.height + dy)) };
     }
     render(e);
+    // The others see it move while it moves; the change event lands it.
+    const r = shown(e);
+    client?.signal("note.moving", { note_id: e.id, x: r.x, y: r.y, width: r.width, height: r.height });
+    active();
   };
   const end = (u) => {
     if (u.pointerId !== g.pointerId) return;
@@ -557,6 +601,8 @@ function startGesture(e, ev, kind) {
     const cancelled = u.type === "pointercancel";
     const result = g.now;
     if (e.gesture === g) e.gesture = null;
+    dragging = null;
+    if (g.moved && cancelled) goIdle();
     if (g.moved && !cancelled) {
       change(e, result);
       flush(e);
@@ -570,9 +616,55 @@ function startGesture(e, ev, kind) {
   e.el.addEventListener("pointercancel", end);
 }
 
-function clamp(v, lo, hi) {
-  return Math.min(hi, Math.max(lo, v));
+// ---------------------------------------------------------------------------------------
+// Live motion: others' cursors, drags and typing in; ours out, as signals
+
+/** The note this page is dragging or resizing, if any (its cursor goes as note.moving). */
+let dragging = null;
+let idleTimer = 0;
+let idle = true;
+
+const live = createLive(world, {
+  onMoving(noteId, rect, _who, at) {
+    const e = notes.get(noteId);
+    if (!e) return;
+    // Motion sent before the change that landed the note is stale (signals are not
+    // ordered with changes).
+    if (rect && at && Date.parse(at) <= e.landedAt) return;
+    e.remote = rect;
+    render(e);
+  },
+  onTyping(noteId, names) {
+    const e = notes.get(noteId);
+    if (!e) return;
+    e.typists = names;
+    render(e);
+  },
+});
+
+/** Something was done here: the others are told `idle` once nothing happens for a while. */
+function active() {
+  idle = false;
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(goIdle, IDLE_MS);
 }
+
+function goIdle() {
+  clearTimeout(idleTimer);
+  if (idle) return;
+  idle = true;
+  client?.signal("idle", {});
+}
+
+viewport.addEventListener("pointermove", (ev) => {
+  if (!client || dragging || ev.pointerType === "touch") return;
+  const p = toWorld(ev.clientX, ev.clientY);
+  client.signal("cursor", { x: Math.round(p.x), y: Math.round(p.y) });
+  active();
+});
+viewport.addEventListener("pointerleave", () => {
+  if (!dragging) goIdle();
+});
 
 // ---------------------------------------------------------------------------------------
 // The canvas: pan, create, keyboard
@@ -775,7 +867,10 @@ function renderPresence() {
   const list = [...groups.values()].sort((a, b) =>
     a.name === myName ? -1 : b.name === myName ? 1 : String(a.since).localeCompare(String(b.since)),
   );
-  const MAX = 6;
+  // A handful of avatars, then "+N" for everyone else (in a crowd the server lists only the
+  // first ones and sends the count).
+  const MAX = 5;
+  const total = Math.max(viewerCount, viewers.size);
   const items = list.slice(0, MAX).map((g) => {
     const li = document.createElement("li");
     li.className = "viewer";
@@ -803,31 +898,31 @@ function renderPresence() {
     }
     return li;
   });
-  if (list.length > MAX) {
+  const shownPeople = list.slice(0, MAX).reduce((n, g) => n + g.count, 0);
+  const more = total - shownPeople;
+  if (more > 0) {
     const li = document.createElement("li");
     li.className = "viewer viewer-more";
-    const rest = list.slice(MAX);
-    li.textContent = `+${rest.length}`;
-    li.title = rest.map((g) => g.name).join(", ");
+    li.dataset.more = String(more);
+    li.textContent = `+${more}`;
+    li.title = `${more} more: ${list
+      .slice(MAX)
+      .map((g) => g.name)
+      .join(", ")}`;
     items.push(li);
   }
   presenceEl.replaceChildren(...items);
+  presenceEl.dataset.total = String(total);
   presenceEl.setAttribute(
     "aria-label",
-    `${viewers.size} ${viewers.size === 1 ? "person" : "people"} viewing: ${list.map((g) => g.name).join(", ")}`,
+    `${total} ${total === 1 ? "person" : "people"} viewing: ${list.map((g) => g.name).join(", ")}${more > 0 ? ` and ${more} more` : ""}`,
   );
 }
 
 // ---------------------------------------------------------------------------------------
-// The event stream: one EventSource, reconnected by the page itself
-
-let source = null;
-let attempt = 0;
-let reconnectTimer = 0;
-let watchdogTimer = 0;
-let heartbeatMs = DEFAULT_HEARTBEAT_MS;
-let lastHeartbeatAt = 0;
-const heartbeatGaps = [];
+// The event stream, through the client library (boardcast-client.js): it folds events in
+// order, resumes with the last event id, and lets EventSource reconnect after the server's
+// `retry:` (jittered at a deploy), stepping in only for a silent or refused stream.
 
 function setStatus(state) {
   const text = {
@@ -835,9 +930,10 @@ function setStatus(state) {
     live: "Live",
     reconnecting: "Reconnecting…",
     offline: "Offline",
+    paused: "Paused",
     gone: "Board deleted",
   }[state];
-  if (statusEl.dataset.state === state) return;
+  if (!text || statusEl.dataset.state === state) return;
   statusEl.dataset.state = state;
   statusEl.querySelector(".status-text").textContent = text;
   statusEl.title =
@@ -847,159 +943,40 @@ function setStatus(state) {
         ? "No network: changes will show once you are back online"
         : state === "reconnecting"
           ? "The connection dropped; catching up as soon as it is back"
-          : text;
+          : state === "paused"
+            ? "This tab was hidden for a while; it catches up when you come back"
+            : text;
   presenceEl.classList.toggle("stale", state !== "live");
 }
 
 function connect() {
-  clearTimeout(reconnectTimer);
-  reconnectTimer = 0;
-  if (gone || !myName) return;
-  closeSource();
-  const q = new URLSearchParams();
-  q.set("name", myName);
-  if (lastSeq !== null) q.set("last_event_id", String(lastSeq));
-  const t = token();
-  if (t) q.set("access_token", t);
-  const es = new EventSource(`${boardPath}/events?${q}`);
-  source = es;
-  lastHeartbeatAt = 0;
-  armWatchdog(); // also bounds an attempt that never gets an answer
-  if (statusEl.dataset.state !== "reconnecting" && statusEl.dataset.state !== "offline") {
-    setStatus(attempt > 0 ? "reconnecting" : "connecting");
-  }
-
-  const on = (type, fn) =>
-    es.addEventListener(type, (ev) => {
-      if (source !== es) return; // a message from a stream we have already left
-      alive();
-      let data;
-      try {
-        data = JSON.parse(ev.data);
-      } catch {
-        console.warn("boardcast: unreadable event", type, ev.data);
-        return;
-      }
-      fn(data, ev);
-    });
-
-  es.addEventListener("open", () => {
-    if (source !== es) return;
-    setStatus("live");
-    alive();
-  });
-  on("snapshot", onSnapshot);
-  for (const type of ["note.created", "note.updated", "note.deleted", "board.updated", "board.deleted"]) {
-    on(type, (data) => onChange(type, data));
-  }
-  on("presence", (data) => {
-    viewers.clear();
-    for (const v of data.viewers || []) viewers.set(v.id, v);
-    renderPresence();
-  });
-  on("presence.joined", (data) => {
-    if (data.viewer) viewers.set(data.viewer.id, data.viewer);
-    renderPresence();
-  });
-  on("presence.left", (data) => {
-    if (data.viewer) viewers.delete(data.viewer.id);
-    renderPresence();
-  });
-  on("heartbeat", () => {
-    attempt = 0; // a stream that carries heartbeats is a working one
-    const now = performance.now();
-    if (lastHeartbeatAt) {
-      heartbeatGaps.push(now - lastHeartbeatAt);
-      if (heartbeatGaps.length > 5) heartbeatGaps.shift();
-      const sorted = [...heartbeatGaps].sort((a, b) => a - b);
-      heartbeatMs = clamp(sorted[Math.floor(sorted.length / 2)], 100, 120_000);
-      armWatchdog();
-    }
-    lastHeartbeatAt = now;
-  });
-  es.addEventListener("error", () => {
-    if (source !== es) return;
-    const closedByBrowser = es.readyState === EventSource.CLOSED;
-    closeSource();
-    if (gone) return;
-    setStatus(navigator.onLine === false ? "offline" : "reconnecting");
-    scheduleReconnect(closedByBrowser);
+  if (gone) return;
+  client = openBoard({
+    board: boardId,
+    name: myName,
+    token,
+    onStatus(status) {
+      if (status === "live") window.boardcast.opens.push(Date.now());
+      if (status === "reconnecting" || status === "paused") live.clear();
+      if (status === "reconnecting" && navigator.onLine === false) setStatus("offline");
+      else setStatus(status);
+    },
+    onSnapshot: (_state, data) => onSnapshot(data),
+    onChange: (event) => onChange(event),
+    onPresence,
+    onSignal: (signal) => live.signal(signal),
+    onGone(why) {
+      if (why === "invalid_id") showGone("This address does not name a board.");
+      else if (why === "deleted" || currentSeq() !== null) showGone("This board was deleted.");
+      else showGone("There is no board at this address.");
+    },
+    onRefused(message) {
+      toast(message || describeError(new ApiError(403, "forbidden", "")), "error", 10_000);
+    },
   });
 }
 
-function closeSource() {
-  clearTimeout(watchdogTimer);
-  watchdogTimer = 0;
-  if (source) {
-    source.close();
-    source = null;
-  }
-}
-
-/** Any message proves the stream alive; the stream ends up ready for new messages again. */
-function alive() {
-  armWatchdog();
-}
-
-/** Three missed heartbeats (plus a little slack) and the stream is presumed dead. */
-function armWatchdog() {
-  clearTimeout(watchdogTimer);
-  watchdogTimer = setTimeout(() => {
-    if (!source) return;
-    console.warn(`boardcast: no heartbeat for ${Math.round(3.5 * heartbeatMs)} ms; reconnecting`);
-    closeSource();
-    setStatus(navigator.onLine === false ? "offline" : "reconnecting");
-    scheduleReconnect(false);
-  }, 3.5 * heartbeatMs);
-}
-
-/**
- * Exponential backoff with jitter, capped at 10 s. When the browser gave up on the stream
- * (a non-200 answer), ask the API why first: a 404 means the board is gone.
- */
-function scheduleReconnect(closedByBrowser) {
-  clearTimeout(reconnectTimer);
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
-  const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-  attempt += 1;
-  reconnectTimer = setTimeout(async () => {
-    if (closedByBrowser) {
-      const verdict = await probe();
-      if (verdict === "gone") return;
-      if (verdict === "auth") {
-        scheduleReconnect(true);
-        return;
-      }
-    }
-    connect();
-  }, delay);
-}
-
-async function probe() {
-  try {
-    await api("GET", boardPath);
-    return "ok";
-  } catch (err) {
-    if (!(err instanceof ApiError)) return "down";
-    if (err.status === 404) {
-      showGone(lastSeq === null ? "There is no board at this address." : "This board was deleted.");
-      return "gone";
-    }
-    if (err.status === 400) {
-      showGone("This address does not name a board.");
-      return "gone";
-    }
-    if (err.status === 401 || err.status === 403) {
-      toast(describeError(err), "error", 10_000);
-      return "auth";
-    }
-    return "down";
-  }
-}
-
-function onSnapshot(data, ev) {
-  attempt = 0;
-  lastSeq = Number(data.seq ?? ev.lastEventId);
+function onSnapshot(data) {
   board = data.board;
   renderBoard();
   const present = new Set();
@@ -1022,45 +999,62 @@ function onSnapshot(data, ev) {
   }
 }
 
-function onChange(type, data) {
-  attempt = 0;
-  const seq = Number(data.seq);
-  if (!Number.isFinite(seq)) return;
-  if (lastSeq !== null && seq <= lastSeq) return; // seen already
-  if (lastSeq !== null && seq > lastSeq + 1) {
-    // A gap: something was missed. Reconnect from the last applied event to replay it.
-    console.warn(`boardcast: event ${seq} after ${lastSeq}; catching up`);
-    closeSource();
-    setStatus("reconnecting");
-    scheduleReconnect(false);
-    return;
-  }
-  lastSeq = seq;
-  switch (type) {
+/** A change event, in order and once (the client library sees to both). */
+function onChange(event) {
+  switch (event.type) {
     case "note.created":
-    case "note.updated":
-      applyServerNote(data.note);
+    case "note.updated": {
+      const e = notes.get(event.note.id);
+      if (e) e.landedAt = Math.max(e.landedAt, Date.parse(event.at) || 0);
+      live.landed(event.note.id);
+      applyServerNote(event.note);
       break;
+    }
     case "note.deleted":
-      removeNote(data.note && data.note.id, { announce: true });
+      removeNote(event.note && event.note.id, { announce: true });
       break;
     case "board.updated":
-      board = { ...board, ...data.board };
+      board = { ...board, ...event.board };
       renderBoard();
-      break;
-    case "board.deleted":
-      showGone("This board was deleted.");
       break;
     default:
   }
 }
 
+/** How many are viewing: the server's count (a crowd lists only the first ones). */
+let viewerCount = 0;
+
+function onPresence(update) {
+  switch (update.type) {
+    case "list":
+      viewers.clear();
+      for (const v of update.viewers) viewers.set(v.id, v);
+      viewerCount = update.count;
+      break;
+    case "joined":
+      viewers.set(update.viewer.id, update.viewer);
+      viewerCount = update.count ?? viewers.size;
+      break;
+    case "left":
+      viewers.delete(update.viewer.id);
+      live.left(update.viewer.id);
+      viewerCount = update.count ?? viewers.size;
+      break;
+    case "count":
+      viewerCount = update.count;
+      break;
+    default:
+  }
+  renderPresence();
+}
+
 function showGone(message) {
   gone = true;
-  closeSource();
-  clearTimeout(reconnectTimer);
+  client?.close();
+  live.clear();
   setStatus("gone");
   viewers.clear();
+  viewerCount = 0;
   renderPresence();
   document.body.classList.add("board-gone");
   $("gone-text").textContent = message;
@@ -1070,7 +1064,7 @@ function showGone(message) {
 }
 
 // Leaving the page: send what is still waiting for its debounce, and close the stream so
-// the others see this viewer leave at once. Back from the back/forward cache: reconnect.
+// the others see this viewer leave at once. Back from the back/forward cache: resume.
 window.addEventListener("pagehide", () => {
   for (const e of notes.values()) {
     clearTimeout(e.typingTimer);
@@ -1080,13 +1074,22 @@ window.addEventListener("pagehide", () => {
     api("PATCH", notePath(e.id), { body: e.dirty, ifMatch, name: myName, keepalive: true }).catch(() => {});
     e.dirty = {};
   }
-  clearTimeout(reconnectTimer);
-  closeSource();
+  client?.pause();
 });
 window.addEventListener("pageshow", (ev) => {
-  if (ev.persisted && !gone && myName) {
-    attempt = 0;
-    connect();
+  if (ev.persisted && !gone) client?.resume();
+});
+
+// A tab hidden for a while gives its connection back (browsers allow six per origin) and
+// leaves presence; shown again, it resumes from its last event: nothing missed, no reload.
+let hiddenTimer = 0;
+document.addEventListener("visibilitychange", () => {
+  clearTimeout(hiddenTimer);
+  if (document.visibilityState === "hidden") {
+    goIdle();
+    hiddenTimer = setTimeout(() => client?.pause(), HIDDEN_CLOSE_MS);
+  } else if (!gone) {
+    client?.resume();
   }
 });
 
@@ -1094,26 +1097,23 @@ window.addEventListener("offline", () => {
   if (!gone) setStatus("offline");
 });
 window.addEventListener("online", () => {
-  if (gone) return;
-  attempt = 0;
-  setStatus("reconnecting");
-  connect();
+  if (gone || !client || client.status === "live" || client.status === "paused") return;
+  client.open();
 });
 
 // ---------------------------------------------------------------------------------------
 // The viewer's name, then start
 
 function showMe() {
-  meButton.hidden = nameFromToken();
-  const wide = document.createElement("span");
-  wide.className = "wide";
-  wide.textContent = "Change name";
-  const narrow = document.createElement("span");
-  narrow.className = "narrow";
-  narrow.textContent = "Name";
-  meButton.replaceChildren(wide, narrow);
-  meButton.title = `You are ${myName}`;
-  meButton.setAttribute("aria-label", `You are ${myName}. Change your name`);
+  const fixed = nameFromToken();
+  const label = document.createElement("span");
+  label.className = "me-name";
+  label.textContent = myName;
+  meButton.replaceChildren(label);
+  meButton.hidden = false;
+  meButton.disabled = fixed;
+  meButton.title = fixed ? `You are ${myName} (from your link)` : `You are ${myName}: click to change your name`;
+  meButton.setAttribute("aria-label", fixed ? `You are ${myName}` : `You are ${myName}. Change your name`);
 }
 
 function askName() {
@@ -1122,6 +1122,12 @@ function askName() {
   input.value = myName;
   overlay.hidden = false;
   input.focus();
+  input.select();
+}
+
+function closeNameDialog() {
+  $("name-overlay").hidden = true;
+  meButton.focus({ preventScroll: true });
 }
 
 $("name-form").addEventListener("submit", (ev) => {
@@ -1136,12 +1142,17 @@ $("name-form").addEventListener("submit", (ev) => {
   const changed = name !== myName;
   myName = name;
   saveName(name);
-  $("name-overlay").hidden = true;
+  closeNameDialog();
   showMe();
-  viewport.focus({ preventScroll: true });
-  if (changed) {
-    attempt = 0;
-    connect();
+  renderPresence();
+  // The stream reopens under the new name and resumes from its last event.
+  if (changed) client?.rename(name);
+});
+$("name-cancel").addEventListener("click", closeNameDialog);
+$("name-overlay").addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") {
+    ev.preventDefault();
+    closeNameDialog();
   }
 });
 
@@ -1153,15 +1164,16 @@ async function start() {
     showGone("This address does not name a board.");
     return;
   }
-  // Auth on and no usable token: say how to get in before asking for a name.
+  // Auth on and no usable token: say how to get in first (nothing would load without one).
   if (!(await checkSignIn())) return;
+  // The board opens at once: a first-time visitor gets a friendly name, changeable later.
   myName = savedName();
-  if (myName) {
-    showMe();
-    connect();
-  } else {
-    askName();
+  if (!myName) {
+    myName = friendlyName();
+    saveName(myName);
   }
+  showMe();
+  connect();
 }
 
 start();

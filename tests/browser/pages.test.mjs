@@ -1,4 +1,4 @@
-// The pages themselves: the board list, the name asked once, a missing board, the token
+// The pages themselves: the board list, a board that opens under a generated name, a missing board, the token
 // from the fragment, and the headers the pages are served with.
 
 import assert from "node:assert/strict";
@@ -83,14 +83,21 @@ describe("the pages", () => {
     const id = page.url().split("/b/")[1];
     const made = await api(server.base, "GET", `/api/boards/${id}`);
     assert.equal(made.title, "Made in the browser");
-    // No name remembered yet: the board asks for one, once, in the page (not a prompt()).
-    await page.locator("#name-overlay").waitFor({ state: "visible" });
-    await page.getByLabel("Your name", { exact: true }).fill("Dana");
-    await page.getByRole("button", { name: "Join the board" }).click();
+    // No name remembered yet: the board opens at once under a generated friendly name
+    // (nothing is asked first), which the header offers to change.
     await waitLive(page);
-    await eventually(async () => (await presence(page)).some((v) => v.name === "Dana"), { what: "Dana in presence" });
+    assert.equal(await page.locator("#name-overlay").isVisible(), false, "no name is asked first");
     assert.equal(await page.locator("#board-title").textContent(), "Made in the browser");
     assert.ok(await page.locator("#empty-hint").isVisible(), "an empty board says how to start");
+    const generated = await page.evaluate(() => localStorage.getItem("boardcast.name"));
+    assert.match(generated, /^[A-Z][a-z]+ [A-Z][a-z]+$/, "a friendly name, remembered");
+    await eventually(async () => (await presence(page)).some((v) => v.name === generated), {
+      what: "the generated name in presence",
+    });
+    await page.locator("#me").click();
+    await page.getByLabel("Your name", { exact: true }).fill("Dana");
+    await page.getByRole("button", { name: "Save name" }).click();
+    await eventually(async () => (await presence(page)).some((v) => v.name === "Dana"), { what: "Dana in presence" });
 
     // Remembered: the next visit does not ask again.
     await page.goto(`${server.base}/b/${older.id}`);
