@@ -634,6 +634,10 @@ const live = createLive(world, {
     e.remote = rect;
     render(e);
   },
+  rectOf(noteId) {
+    const e = notes.get(noteId);
+    return e ? shown(e) : null;
+  },
   onTyping(noteId, names) {
     const e = notes.get(noteId);
     if (!e) return;
@@ -1096,9 +1100,10 @@ document.addEventListener("visibilitychange", () => {
 window.addEventListener("offline", () => {
   if (!gone) setStatus("offline");
 });
+// Back online: the stream may look open but be dead (another network, a sleeping laptop), and
+// the watchdog would take several heartbeats to tell. Reopen from the last event now.
 window.addEventListener("online", () => {
-  if (gone || !client || client.status === "live" || client.status === "paused") return;
-  client.open();
+  if (!gone) client?.reconnect();
 });
 
 // ---------------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ export class BoardClient {
         if (this.gaps.length > 5) this.gaps.shift();
         const sorted = [...this.gaps].sort((a, b) => a - b);
         this.heartbeatMs = Math.min(120_000, Math.max(100, sorted[Math.floor(sorted.length / 2)]));
+        // Armed before this beat with the interval as it was (15 s until measured).
+        this.armWatchdog();
       }
       this.lastBeat = now;
     });
@@ -218,6 +220,16 @@ export class BoardClient {
     if (this.status !== "paused") return;
     this.attempt = 0;
     this.open();
+  }
+
+  /**
+   * Reopens now (after a jitter of at most 250 ms), resuming from the last event: for a
+   * caller that knows the connection is stale, e.g. the network just came back.
+   */
+  reconnect() {
+    if (this.status === "paused" || this.status === "closed" || this.status === "gone") return;
+    this.attempt = 0;
+    this.reconnectSoon(0);
   }
 
   /** Re-opens under a new display name; the stream resumes from the last event. @param {string} name */

@@ -18,6 +18,7 @@ export const MOTION_FORGET_MS = 4000;
  * @property {(noteId: string, rect: Rect | null, who: string, at?: string) => void} onMoving
  *   a note moves on someone else's screen (`null`: they stopped)
  * @property {(noteId: string, names: string[]) => void} onTyping who types into a note
+ * @property {(noteId: string) => Rect | null} rectOf where a note is shown now
  */
 
 /**
@@ -32,9 +33,9 @@ export function createLive(world, hooks) {
   layer.setAttribute("aria-hidden", "true");
   world.append(layer);
 
-  /** @type {Map<string, {el: HTMLElement, at: number}>} */
+  /** @type {Map<string, {el: HTMLElement, at: number, x: number, y: number}>} */
   const cursors = new Map();
-  /** viewer id -> note id being moved @type {Map<string, {note: string, at: number, name: string}>} */
+  /** viewer id -> note id being moved, and where @type {Map<string, {note: string, at: number, name: string, rect: Rect}>} */
   const moving = new Map();
   /** viewer id -> note id typed into @type {Map<string, {note: string, at: number, name: string}>} */
   const typing = new Map();
@@ -52,7 +53,7 @@ export function createLive(world, hooks) {
       label.className = "cursor-name";
       el.append(arrow, label);
       layer.append(el);
-      c = { el, at: 0 };
+      c = { el, at: 0, x: 0, y: 0 };
       cursors.set(id, c);
     }
     const hue = hueFor(name);
@@ -60,6 +61,15 @@ export function createLive(world, hooks) {
     /** @type {HTMLElement} */ (c.el.querySelector(".cursor-name")).textContent = name;
     c.el.dataset.name = name;
     return c;
+  }
+
+  /** @param {{el: HTMLElement, at: number, x: number, y: number}} c @param {number} x @param {number} y @param {number} now */
+  function placeCursor(c, x, y, now) {
+    c.x = x;
+    c.y = y;
+    c.at = now;
+    c.el.classList.remove("cursor-stale");
+    c.el.style.transform = `translate(${x}px, ${y}px)`;
   }
 
   /** @param {string} id */
@@ -113,10 +123,7 @@ export function createLive(world, hooks) {
       switch (signal.kind) {
         case "cursor": {
           if (!Number.isFinite(data.x) || !Number.isFinite(data.y)) return;
-          const c = cursorFor(who.id, who.name);
-          c.at = now;
-          c.el.classList.remove("cursor-stale");
-          c.el.style.transform = `translate(${data.x}px, ${data.y}px)`;
+          placeCursor(cursorFor(who.id, who.name), data.x, data.y, now);
           break;
         }
         case "note.moving": {
@@ -125,7 +132,16 @@ export function createLive(world, hooks) {
           if (![rect.x, rect.y, rect.width, rect.height].every(Number.isFinite)) return;
           const before = moving.get(who.id);
           if (before && before.note !== data.note_id) stopMoving(who.id);
-          moving.set(who.id, { note: data.note_id, at: now, name: who.name });
+          // The sender sends no cursor while it drags: its pointer moves with the note (or
+          // with the corner it resizes), so its cursor here follows by as much.
+          const c = cursors.get(who.id);
+          const from = before && before.note === data.note_id ? before.rect : hooks.rectOf(data.note_id);
+          if (c && from) {
+            const dx = rect.x - from.x + (rect.width - from.width);
+            const dy = rect.y - from.y + (rect.height - from.height);
+            placeCursor(c, c.x + dx, c.y + dy, now);
+          }
+          moving.set(who.id, { note: data.note_id, at: now, name: who.name, rect });
           hooks.onMoving(data.note_id, rect, who.name, signal.at);
           break;
         }

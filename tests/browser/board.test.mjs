@@ -111,11 +111,16 @@ describe("two people on one board", () => {
       await ben.mouse.move(sx, sy);
       await ben.mouse.down();
       await ben.mouse.move(sx + 60, sy + 20, { steps: 4 });
-      // While B drags, nothing is sent: A still shows the old place.
-      assert.deepEqual(
-        [(await shownNotes(ana))[noteId].x, (await shownNotes(ana))[noteId].y],
-        [before.x, before.y],
+      // While B drags, A sees it move (signals), but nothing is saved before the drop.
+      await eventually(
+        async () => {
+          const n = (await shownNotes(ana))[noteId];
+          return n.x === before.x + 60 && n.y === before.y + 20;
+        },
+        { what: "A to follow B's drag" },
       );
+      const during = (await api(server.base, "GET", `/api/boards/${board.id}`)).notes.find((n) => n.id === noteId);
+      assert.deepEqual([during.x, during.y, during.version], [before.x, before.y, before.version]);
       await ben.mouse.move(sx + 150, sy + 80, { steps: 6 });
       await ben.mouse.up();
       const want = { x: before.x + 150, y: before.y + 80 };

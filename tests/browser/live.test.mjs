@@ -1,12 +1,14 @@
 // Live motion in real Chromium, two (or more) people on one board: the board opens before
 // any name is asked, cursors with names, a note moving on the other screen while it is
 // dragged, typing shown, a hidden tab that gives its stream back and catches up, and the
-// spread of reconnects when the server is stopped with SIGTERM.
+// spread of reconnects when the server is stopped with SIGTERM; and a crowd in the header.
 
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+
+import { EventSource } from "eventsource";
 
 import {
   SCREENSHOTS,
@@ -107,6 +109,11 @@ describe("live motion between two people", () => {
         return names.includes("Ana") && !names.includes(generated);
       }, { what: "Ana instead of the generated name" });
       assert.equal(await ana.evaluate(() => window.boardcast.seq), seqBefore, "nothing lost or replayed twice");
+      assert.match(
+        server.log(),
+        new RegExp(`stream opened: board=${board.id} viewer="Ana" .*from=id ${seqBefore}`),
+        "the renamed stream resumed from its last event (no new snapshot)",
+      );
       ben = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ben" });
       await waitLive(ben);
     }));
@@ -277,4 +284,64 @@ describe("live motion between two people", () => {
       assert.ok(spread >= 1000, `reconnects spread over ${spread} ms`);
       for (const p of pages) await p.context().close();
     }));
+});
+
+describe("a crowd in the header", () => {
+  let db;
+  let server;
+  let browser;
+  const streams = [];
+
+  before(async () => {
+    db = createDatabase("crowd");
+    migrate(db.url);
+    server = await startServer({ databaseUrl: db.url, port: await freePort(), env: { PRESENCE_LIST_LIMIT: "4" } });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const s of streams) s.close();
+    await browser?.close();
+    await server?.stop();
+    db?.drop();
+  });
+
+  it("shows the count, a handful of avatars and +N for the rest", async () => {
+    const board = await api(server.base, "POST", "/api/boards", { title: "Crowded" });
+    const page = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Host" });
+    await waitLive(page);
+    // Eleven others arrive (plain streams from Node: a crowd, past PRESENCE_LIST_LIMIT=4).
+    for (let i = 0; i < 11; i++) {
+      streams.push(new EventSource(`${server.base}/api/boards/${board.id}/events?name=Guest%20${i}`));
+    }
+    const header = await eventually(
+      async () => {
+        const h = await page.evaluate(() => {
+          const el = document.getElementById("presence");
+          const more = el.querySelector(".viewer-more");
+          return {
+            total: Number(el.dataset.total),
+            avatars: el.querySelectorAll(".viewer[data-name]").length,
+            more: more ? Number(more.dataset.more) : 0,
+            moreText: more ? more.textContent : "",
+            label: el.getAttribute("aria-label"),
+          };
+        });
+        return h.total === 12 ? h : null;
+      },
+      { ms: 10_000, what: "the count of 12 in the header" },
+    );
+    assert.ok(header.avatars >= 1 && header.avatars <= 5, `a handful of avatars: ${header.avatars}`);
+    assert.equal(header.avatars + header.more, 12, `avatars plus "+N" make the count: ${JSON.stringify(header)}`);
+    assert.equal(header.moreText, `+${header.more}`);
+    assert.match(header.label, /^12 people viewing: /);
+    // They leave: the count follows down.
+    for (const s of streams.splice(0, 8)) s.close();
+    await eventually(async () => (await page.evaluate(() => document.getElementById("presence").dataset.total)) === "4", {
+      ms: 10_000,
+      what: "the count back to 4",
+    });
+    assert.deepEqual(unexpectedProblems(page), []);
+    await page.context().close();
+  });
 });
