@@ -50,7 +50,8 @@ const KEY_MOVE_DEBOUNCE_MS = 400;
 const IDLE_MS = 8000;
 /** Typing into a note is announced at most once a second (the others forget it after 4 s). */
 const TYPING_SIGNAL_MS = 1000;
-/** A tab hidden this long closes its stream (and leaves presence) until it is shown again. */
+/** A tab hidden this long closes its stream (and leaves presence) until it is shown again.
+ * `window.BOARDCAST_HIDDEN_CLOSE_MS` is for tests only (README, "The board page"). */
 const HIDDEN_CLOSE_MS = Number(window.BOARDCAST_HIDDEN_CLOSE_MS) || 60_000;
 const CONFLICT_MESSAGE = "Someone else changed this note — showing their version";
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

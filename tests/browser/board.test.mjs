@@ -14,6 +14,7 @@ import {
   createDatabase,
   ensureScreenshotDir,
   eventually,
+  explainFailure,
   freePort,
   launchBrowser,
   migrate,
@@ -55,17 +56,7 @@ describe("two people on one board", () => {
   });
 
   /** Runs a step; on failure adds what the pages and the server said. */
-  async function step(fn) {
-    try {
-      await fn();
-    } catch (e) {
-      e.message +=
-        `\n--- page A problems: ${JSON.stringify(ana?.problems)}` +
-        `\n--- page B problems: ${JSON.stringify(ben?.problems)}` +
-        `\n--- server log (tail):\n${server.log().split("\n").slice(-40).join("\n")}`;
-      throw e;
-    }
-  }
+  const step = (fn) => explainFailure(fn, () => ({ "page A": ana, "page B": ben }), () => server.log(), 40);
 
   it("shows the board's title and a live status on both pages", () =>
     step(async () => {

@@ -200,6 +200,22 @@ export async function api(base, method, route, body, headers = {}) {
   return data;
 }
 
+/**
+ * Runs a test step; when it fails, adds to the error what the pages logged (`pages()`:
+ * label -> page) and the tail of the server's log.
+ */
+export async function explainFailure(fn, pages, serverLog, lines = 40) {
+  try {
+    await fn();
+  } catch (e) {
+    for (const [label, page] of Object.entries(pages())) {
+      e.message += `\n--- ${label} problems: ${JSON.stringify(page?.problems)}`;
+    }
+    e.message += `\n--- server log (tail):\n${serverLog().split("\n").slice(-lines).join("\n")}`;
+    throw e;
+  }
+}
+
 /** Polls `fn` until it returns a truthy value or `ms` passes; returns the value. */
 export async function eventually(fn, { ms = 5000, every = 25, what = "condition" } = {}) {
   const deadline = Date.now() + ms;

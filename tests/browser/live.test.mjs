@@ -16,6 +16,7 @@ import {
   createDatabase,
   ensureScreenshotDir,
   eventually,
+  explainFailure,
   freePort,
   launchBrowser,
   migrate,
@@ -75,17 +76,8 @@ describe("live motion between two people", () => {
     db?.drop();
   });
 
-  async function step(fn) {
-    try {
-      await fn();
-    } catch (e) {
-      e.message +=
-        `\n--- page A problems: ${JSON.stringify(ana?.problems)}` +
-        `\n--- page B problems: ${JSON.stringify(ben?.problems)}` +
-        `\n--- server log (tail):\n${server.log().split("\n").slice(-30).join("\n")}`;
-      throw e;
-    }
-  }
+  /** Runs a step; on failure adds what the pages and the server said. */
+  const step = (fn) => explainFailure(fn, () => ({ "page A": ana, "page B": ben }), () => server.log(), 30);
 
   it("the board renders before any name is typed, under a friendly generated name", () =>
     step(async () => {
