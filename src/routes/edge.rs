@@ -21,7 +21,7 @@ use actix_web::{
 };
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// The longest request target accepted (path and query), as nginx and Apache default to.
 pub const URI_MAX_BYTES: usize = 8 * 1024;
@@ -115,26 +115,18 @@ fn is_framework_error(response: &HttpResponse) -> bool {
     !content_type.is_some_and(|m| m.is_json())
 }
 
-/// The contract's code for a status the framework answered with.
-fn code_of(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        412 => "version_mismatch",
-        413 => "payload_too_large",
-        414 => "uri_too_long",
-        415 => "unsupported_media_type",
-        422 => "validation_failed",
-        429 => "rate_limited",
-        431 => "headers_too_large",
-        503 => "unavailable",
-        s if s >= 500 => "internal",
-        _ => "bad_request",
-    }
+/// The contract's code for a status the framework answered with: the first code of
+/// `ErrorCode::ALL` with that status (for 400, `bad_request`: a request the framework could
+/// not read), so the pairs of code and status have one home.
+fn code_of(status: StatusCode) -> ErrorCode {
+    ErrorCode::ALL
+        .into_iter()
+        .find(|code| code.status() == status)
+        .unwrap_or(if status.is_server_error() {
+            ErrorCode::Internal
+        } else {
+            ErrorCode::BadRequest
+        })
 }
 
 /// An error answer of the framework's, restated in the contract's envelope.
@@ -199,5 +191,29 @@ impl actix_web::ResponseError for Envelope {
 
     fn error_response(&self) -> HttpResponse {
         self.answer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framework_status_gets_the_code_of_that_status() {
+        for (status, code) in [
+            (400, ErrorCode::BadRequest),
+            (404, ErrorCode::NotFound),
+            (405, ErrorCode::MethodNotAllowed),
+            (408, ErrorCode::RequestTimeout),
+            (413, ErrorCode::PayloadTooLarge),
+            (431, ErrorCode::HeadersTooLarge),
+            (503, ErrorCode::Unavailable),
+            // No code of their own: the nearest kind.
+            (409, ErrorCode::BadRequest),
+            (502, ErrorCode::Internal),
+        ] {
+            let status = StatusCode::from_u16(status).expect("a status");
+            assert_eq!(code_of(status), code, "{status}");
+        }
     }
 }
