@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "viewer_sub",
         sql: include_str!("../../sql/0005_viewer_sub.sql"),
     },
+    Migration {
+        version: 6,
+        name: "inline_json_helpers",
+        sql: include_str!("../../sql/0006_inline_json_helpers.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.
