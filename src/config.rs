@@ -72,6 +72,8 @@ pub struct Settings {
     /// The most viewers a board lists and announces one by one (`PRESENCE_LIST_LIMIT`);
     /// past it the board is a crowd and only its count is sent.
     pub presence_list_limit: usize,
+    /// `MAX_BOARDS_PER_STREAM`: the most boards one `GET /api/events?boards=` may carry.
+    pub max_boards_per_stream: usize,
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -92,6 +94,11 @@ pub const DEFAULT_PRESENCE_LIST_LIMIT: usize = 100;
 pub const MAX_PRESENCE_LIST_LIMIT: usize = 10_000;
 /// The contract's default `SIGNAL_RATE_LIMIT`.
 pub const DEFAULT_SIGNAL_RATE_LIMIT: u32 = 30;
+/// The contract's default `MAX_BOARDS_PER_STREAM`.
+pub const DEFAULT_MAX_BOARDS_PER_STREAM: usize = 20;
+/// The largest `MAX_BOARDS_PER_STREAM` accepted: 200 ids (37 bytes each with the comma)
+/// already fill most of the 8 KiB request target the server accepts.
+pub const MAX_MAX_BOARDS_PER_STREAM: usize = 200;
 /// Shared mode's default cap on streams per instance (the contract's number).
 pub const DEFAULT_SHARED_MAX_STREAMS: usize = 10_000;
 
@@ -201,6 +208,10 @@ impl Settings {
             None => DEFAULT_PRESENCE_LIST_LIMIT,
             Some(v) => positive("PRESENCE_LIST_LIMIT", &v, MAX_PRESENCE_LIST_LIMIT)?,
         };
+        let max_boards_per_stream = match get("MAX_BOARDS_PER_STREAM") {
+            None => DEFAULT_MAX_BOARDS_PER_STREAM,
+            Some(v) => positive("MAX_BOARDS_PER_STREAM", &v, MAX_MAX_BOARDS_PER_STREAM)?,
+        };
         let workers = match get("WEB_CONCURRENCY") {
             None => None,
             Some(v) => Some(positive("WEB_CONCURRENCY", &v, 256)?),
@@ -226,6 +237,7 @@ impl Settings {
             shutdown_grace,
             workers,
             presence_list_limit,
+            max_boards_per_stream,
         })
     }
 }

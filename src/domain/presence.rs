@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     event::{EventName, NOTIFY_PAYLOAD_LIMIT},
+    ids::BoardId,
     viewer::Viewer,
 };
 
@@ -145,17 +146,20 @@ impl Announcement<'_> {
         }
     }
 
-    /// The event's `data`: `{"type","viewer","count"}`.
-    pub fn data(&self) -> String {
+    /// The event's `data`: `{"type","board_id","viewer","count"}` (the board named, so a
+    /// stream of many boards can tell them apart).
+    pub fn data(&self, board: BoardId) -> String {
         #[derive(Serialize)]
         struct Data<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
+            board_id: BoardId,
             viewer: &'a Viewer,
             count: usize,
         }
         serde_json::to_string(&Data {
             kind: self.event_name().as_str(),
+            board_id: board,
             viewer: self.viewer,
             count: self.count,
         })
@@ -175,8 +179,8 @@ pub struct Outcome<'a> {
 }
 
 /// `presence.count`'s `data`.
-pub fn count_data(count: usize) -> String {
-    format!("{{\"type\":\"presence.count\",\"count\":{count}}}")
+pub fn count_data(board: BoardId, count: usize) -> String {
+    format!("{{\"type\":\"presence.count\",\"board_id\":\"{board}\",\"count\":{count}}}")
 }
 
 /// The JSON array of viewers an opening `presence` event lists.
@@ -192,11 +196,13 @@ pub fn list_json<'a>(viewers: impl IntoIterator<Item = &'a Viewer>) -> String {
     out
 }
 
-/// An opening `presence` event's `data`: `{"you","viewers","count"}`, with `viewers` the
-/// already encoded list (shared by every stream of a board).
-pub fn opening_data(you: &Viewer, viewers_json: &str, count: usize) -> String {
+/// An opening `presence` event's `data`: `{"board_id","you","viewers","count"}`, with
+/// `viewers` the already encoded list (shared by every stream of a board).
+pub fn opening_data(board: BoardId, you: &Viewer, viewers_json: &str, count: usize) -> String {
     let you = serde_json::to_string(you).unwrap_or_default();
-    format!("{{\"you\":{you},\"viewers\":{viewers_json},\"count\":{count}}}")
+    format!(
+        "{{\"board_id\":\"{board}\",\"you\":{you},\"viewers\":{viewers_json},\"count\":{count}}}"
+    )
 }
 
 /// Room left under PostgreSQL's NOTIFY limit for the payload's fixed fields.
@@ -334,7 +340,7 @@ mod tests {
             }
         );
         let data: serde_json::Value =
-            serde_json::from_str(&outcome.announced[0].data()).expect("json");
+            serde_json::from_str(&outcome.announced[0].data(BoardId::new())).expect("json");
         assert_eq!(data["count"], 4);
         assert_eq!(data["viewer"]["name"], "viewer 0");
     }
@@ -403,12 +409,15 @@ mod tests {
     #[test]
     fn opening_data_names_you_the_list_and_the_count() {
         let vs = viewers(2);
-        let data = opening_data(&vs[1], &list_json(&vs), 2);
+        let board = BoardId::new();
+        let data = opening_data(board, &vs[1], &list_json(&vs), 2);
         let v: serde_json::Value = serde_json::from_str(&data).expect("json");
         assert_eq!(v["you"]["id"], vs[1].id.to_string());
         assert_eq!(v["viewers"].as_array().map(Vec::len), Some(2));
         assert_eq!(v["count"], 2);
-        let count: serde_json::Value = serde_json::from_str(&count_data(7)).expect("json");
+        assert_eq!(v["board_id"], board.to_string());
+        let count: serde_json::Value = serde_json::from_str(&count_data(board, 7)).expect("json");
         assert_eq!(count["count"], 7);
+        assert_eq!(count["board_id"], board.to_string());
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::ValidationError;
+use super::{ValidationError, ids::BoardId};
 
 /// The longest `kind` (the contract's 32 characters).
 pub const KIND_MAX_CHARS: usize = 32;
@@ -75,8 +75,9 @@ impl SignalBody {
         (self.viewer, self.kind.clone(), self.note_id.clone())
     }
 
-    /// The `data` line of the `signal` event: `{"kind","viewer":{"id","name"},"data","at"}`.
-    pub fn encode(&self, name: &str, at: DateTime<Utc>) -> String {
+    /// The `data` line of the `signal` event on `board`:
+    /// `{"kind","board_id","viewer":{"id","name"},"data","at"}`.
+    pub fn encode(&self, board: BoardId, name: &str, at: DateTime<Utc>) -> String {
         #[derive(Serialize)]
         struct Sender<'a> {
             id: Uuid,
@@ -85,6 +86,7 @@ impl SignalBody {
         #[derive(Serialize)]
         struct Wire<'a> {
             kind: &'a str,
+            board_id: BoardId,
             viewer: Sender<'a>,
             data: &'a serde_json::value::RawValue,
             at: String,
@@ -95,6 +97,7 @@ impl SignalBody {
         };
         let wire = Wire {
             kind: &self.kind,
+            board_id: board,
             viewer: Sender {
                 id: self.viewer,
                 name,
@@ -155,7 +158,7 @@ mod tests {
     fn the_event_names_its_sender_and_is_one_line() {
         let body = SignalBody::parse(input("cursor", serde_json::json!({"x": 1.5, "y": -2})))
             .expect("valid");
-        let line = body.encode("Ana \"A\"\nB", Utc::now());
+        let line = body.encode(BoardId::new(), "Ana \"A\"\nB", Utc::now());
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).expect("json");
         assert_eq!(v["kind"], "cursor");

@@ -270,7 +270,7 @@ impl HubTask {
                 continue;
             };
             let tally = entry.roster.tally();
-            if let Some(frame) = entry.roster.pacer.take(tally) {
+            if let Some(frame) = entry.roster.pacer.take(board, tally) {
                 let version = entry.roster.version();
                 batches.entry(board).or_default().push((version, frame));
             } else if entry.roster.pacer.due(tally).is_some() {
@@ -486,7 +486,7 @@ impl HubTask {
             return;
         };
         let was_crowd = entry.roster.tally().crowd;
-        let (frames, relist) = match entry.roster.apply(batch) {
+        let (frames, relist) = match entry.roster.apply(board, batch) {
             roster::Applied::Stale => return,
             roster::Applied::Frames { frames, relist } => (frames, relist),
             roster::Applied::Gap => {

@@ -80,11 +80,12 @@ impl Listener {
         Ok(Listener { client, events })
     }
 
-    /// Connects and LISTENs on one board's channel; returns only once LISTEN has
-    /// succeeded, so nothing committed after this returns can be missed.
-    pub async fn open(db: &Database, board: BoardId) -> Result<Listener, DbError> {
+    /// Connects and LISTENs on the channels of a stream's boards (one, or all of a
+    /// many-board stream's); returns only once LISTEN has succeeded, so nothing committed
+    /// after this returns can be missed.
+    pub async fn open(db: &Database, boards: &[BoardId]) -> Result<Listener, DbError> {
         let listener = Listener::connect(db).await?;
-        listener.listen(&[board]).await?;
+        listener.listen(boards).await?;
         Ok(listener)
     }
 

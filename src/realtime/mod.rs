@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::db::{Database, DbError, boards, events, notes};
-use crate::domain::{event::EventName, ids::BoardId, viewer::Viewer};
+use crate::domain::{ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
 use hub::Hub;
 use presence::Presence;
@@ -67,11 +67,15 @@ impl LiveSettings {
     }
 }
 
-/// Who opens a stream and from where it resumes.
+/// Who opens a stream, on which boards, and from where each resumes.
 #[derive(Clone, Debug)]
 pub(crate) struct OpenRequest {
-    pub board: BoardId,
-    pub last_event_id: Option<i64>,
+    /// One board (`/api/boards/{id}/events`) or, for a many-board stream (`/api/events`),
+    /// 1 to `MAX_BOARDS_PER_STREAM` distinct boards in the order listed. A stream of more
+    /// than one board uses the cursor as its ids.
+    pub boards: Vec<BoardId>,
+    /// Per board (same order), the last event id to resume after; `None`: a snapshot.
+    pub resume: Vec<Option<i64>>,
     pub viewer: String,
     /// The client the per-client stream cap counts against (token subject or IP).
     pub client_key: String,
@@ -97,7 +101,7 @@ pub(crate) struct Live {
     signals: Arc<Signals>,
 }
 
-/// How a stream begins.
+/// How a board of a stream begins.
 enum Opening {
     /// The whole board as of `seq`, as one `snapshot` event.
     Snapshot { seq: i64, data: String },
@@ -180,66 +184,82 @@ impl Live {
         // LISTEN first: whatever commits after this is heard, so the opening read below
         // and the live events after it leave no gap.
         let source = match &self.hub {
-            Some(hub) => stream::Source::Shared(hub.subscribe(request.board).await?),
+            Some(hub) => {
+                let mut subscriptions = Vec::with_capacity(request.boards.len());
+                for board in &request.boards {
+                    subscriptions.push(hub.subscribe(*board).await?);
+                }
+                stream::Source::Shared(stream::Subscriptions::new(subscriptions))
+            }
             None => {
-                let listener = listener::Listener::open(&self.db, request.board).await?;
+                let listener = listener::Listener::open(&self.db, &request.boards).await?;
                 self.stats.listener_opened();
                 stream::Source::Dedicated(Some(listener))
             }
         };
         let begun = self.begin(&request).await;
-        let (opening, viewer, presence) = match begun {
-            Ok(Some(begun)) => begun,
+        let starts = match begun {
+            Ok(Ok(starts)) => starts,
             failed => {
                 if matches!(source, stream::Source::Dedicated(Some(_))) {
                     self.stats.listener_closed();
                 }
                 return Err(match failed {
                     Err(e) => e.into(),
-                    _ => ApiError::board_not_found(request.board),
+                    Ok(Err(missing)) => ApiError::board_not_found(missing),
+                    Ok(Ok(_)) => unreachable!("handled above"),
                 });
             }
         };
 
-        let registration = self.signals.register(
-            viewer.id,
-            signals::Sender {
-                board: request.board,
-                name: viewer.name.clone(),
-                sub: request.sub.clone(),
-            },
-        );
+        let lanes: Vec<stream::Lane> = starts
+            .into_iter()
+            .map(|(board, opening, viewer, listing)| stream::Lane {
+                // A resumed board's slot is the client's from the start: a cursor taken
+                // before its replay is sent still resumes it.
+                last_sent: match &opening {
+                    Opening::Replay { after, .. } => *after,
+                    Opening::Snapshot { .. } => 0,
+                },
+                opened: matches!(opening, Opening::Replay { .. }),
+                board,
+                registration: Some(self.signals.register(
+                    viewer.id,
+                    signals::Sender {
+                        board,
+                        name: viewer.name.clone(),
+                        sub: request.sub.clone(),
+                    },
+                )),
+                seen: stream::Seen::new(&listing),
+                viewer,
+                opening: Some(opening),
+                listing: Some(listing),
+                replay_upto: None,
+                deleted: false,
+            })
+            .collect();
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         let abandoned = Arc::new(AtomicBool::new(false));
         // The first bytes go out at once: Heroku's router wants a byte within 30 s.
         let _ = tx.try_send(sse::retry(OPENING_RETRY));
-        let (last_sent, replay) = match opening {
-            Opening::Snapshot { seq, data } => {
-                let _ = tx.try_send(sse::sequenced(seq, EventName::Snapshot, data));
-                self.stats.snapshot_sent();
-                (seq, None)
-            }
-            Opening::Replay { after, upto } => (after, Some(upto)),
-        };
-        let _ = tx.try_send(presence.frame(&viewer));
         self.stats.stream_opened();
-        log::info!(
-            "stream opened: board={} viewer={:?} ({}) from={}",
-            request.board,
-            viewer.name,
-            viewer.id,
-            request
-                .last_event_id
-                .map_or("snapshot".to_string(), |id| format!("id {id}"))
-        );
+        for (lane, resume) in lanes.iter().zip(&request.resume) {
+            log::info!(
+                "stream opened: board={} viewer={:?} ({}) from={}",
+                lane.board,
+                lane.viewer.name,
+                lane.viewer.id,
+                resume.map_or("snapshot".to_string(), |id| format!("id {id}"))
+            );
+        }
 
         let task = stream::StreamTask {
             db: self.db.clone(),
-            board: request.board,
-            viewer,
+            lanes,
             presence: self.presence.clone(),
-            seen: stream::Seen::new(&presence),
             tx,
+            counts_crowds: self.hub.is_none(),
             source,
             expires_at: request.expires_at.map(|at| {
                 let left = at
@@ -247,13 +267,11 @@ impl Live {
                     .unwrap_or_default();
                 tokio::time::Instant::now() + left
             }),
-            last_sent,
-            replay_upto: replay,
             abandoned: abandoned.clone(),
             heartbeat: self.settings.heartbeat,
             shutdown: self.shutdown.clone(),
             stats: self.stats.clone(),
-            _slots: (slot, client_slot, registration),
+            _slots: (slot, client_slot),
         };
         tokio::spawn(task.run());
         Ok(EventBody { rx, abandoned })
@@ -276,32 +294,60 @@ impl Live {
         })
     }
 
-    /// Plans the opening, then joins the board's viewers and reads the board's presence as
-    /// of that join. `None`: no such board.
-    async fn begin(
-        &self,
-        request: &OpenRequest,
-    ) -> Result<Option<(Opening, Viewer, Arc<Listing>)>, DbError> {
-        let Some(opening) = self.plan(request.board, request.last_event_id).await? else {
-            return Ok(None);
-        };
-        let Some((viewer, version)) = self
-            .presence
-            .join(request.board, request.viewer.clone(), request.sub.clone())
-            .await?
-        else {
-            return Ok(None);
-        };
-        match self.presence_as_of(request.board, version).await {
-            Ok(presence) => Ok(Some((opening, viewer, presence))),
-            Err(e) => {
-                // Joined but never opened: announce the leave in the background.
-                let presence = self.presence.clone();
-                let (board, id) = (request.board, viewer.id);
-                tokio::spawn(async move { presence.leave(board, id).await });
-                Err(e)
+    /// Plans every board's opening (so a missing board answers 404 before anyone joins),
+    /// then joins each board's viewers and reads its presence as of that join. `Err` in
+    /// the `Ok`: the first board that does not exist.
+    async fn begin(&self, request: &OpenRequest) -> Result<Result<Vec<Start>, BoardId>, DbError> {
+        let mut openings = Vec::with_capacity(request.boards.len());
+        for (board, resume) in request.boards.iter().zip(&request.resume) {
+            match self.plan(*board, *resume).await? {
+                Some(opening) => openings.push(opening),
+                None => return Ok(Err(*board)),
             }
         }
+        // The joins go out together: the presence writer batches them in one round.
+        let joins = request.boards.iter().map(|board| {
+            self.presence
+                .join(*board, request.viewer.clone(), request.sub.clone())
+        });
+        let joined = futures_util::future::join_all(joins).await;
+        let mut viewers = Vec::with_capacity(joined.len());
+        let mut failed: Option<Result<BoardId, DbError>> = None;
+        for (board, outcome) in request.boards.iter().zip(joined) {
+            match outcome {
+                Ok(Some(viewer)) => viewers.push((*board, viewer)),
+                Ok(None) => failed = failed.or(Some(Ok(*board))),
+                Err(e) => failed = failed.or(Some(Err(e))),
+            }
+        }
+        let mut listings = Vec::with_capacity(viewers.len());
+        if failed.is_none() {
+            for (board, (_, version)) in &viewers {
+                match self.presence_as_of(*board, *version).await {
+                    Ok(listing) => listings.push(listing),
+                    Err(e) => {
+                        failed = Some(Err(e));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(failure) = failed {
+            // Joined but never opened: announce the leaves in the background.
+            let presence = self.presence.clone();
+            tokio::spawn(async move {
+                for (board, (viewer, _)) in viewers {
+                    presence.leave(board, viewer.id).await;
+                }
+            });
+            return failure.map(Err);
+        }
+        Ok(Ok(viewers
+            .into_iter()
+            .zip(openings)
+            .zip(listings)
+            .map(|(((board, (viewer, _)), opening), listing)| (board, opening, viewer, listing))
+            .collect()))
     }
 
     /// The board's presence for an opening, reflecting at least `version`: from the hub's
@@ -372,8 +418,12 @@ impl Drop for ClientSlot {
     }
 }
 
-/// What a stream holds for its lifetime: its slots, and its viewer's right to send signals.
-type Slots = (OwnedSemaphorePermit, ClientSlot, signals::Registration);
+/// What a stream holds for its lifetime: its place in `MAX_STREAMS` and in
+/// `MAX_STREAMS_PER_CLIENT`, once however many boards it carries.
+type Slots = (OwnedSemaphorePermit, ClientSlot);
+
+/// One board of an opening: how it begins, its viewer, and its presence as of the join.
+type Start = (BoardId, Opening, Viewer, Arc<Listing>);
 
 /// The response body of a stream: frames queued by its task. Dropping it (the client went
 /// away) closes the queue, which the task notices at once.

@@ -23,6 +23,7 @@ use super::sse;
 use crate::db::presence::View;
 use crate::domain::{
     event::EventName,
+    ids::BoardId,
     presence::{Batch, Outcome, Tally, count_data, list_json, opening_data},
     viewer::Viewer,
 };
@@ -50,30 +51,30 @@ impl Listing {
         }
     }
 
-    /// The `presence` event for the stream whose viewer is `you`.
-    pub fn frame(&self, you: &Viewer) -> Bytes {
+    /// The `presence` event of `board` for the stream whose viewer is `you`.
+    pub fn frame(&self, board: BoardId, you: &Viewer) -> Bytes {
         sse::unsequenced(
             EventName::Presence,
-            opening_data(you, &self.list, self.tally.count),
+            opening_data(board, you, &self.list, self.tally.count),
         )
     }
 }
 
-/// The frames of a batch's per-viewer announcements, joined.
-pub fn announcement_frames(outcome: &Outcome<'_>) -> Bytes {
+/// The frames of a batch's per-viewer announcements on `board`, joined.
+pub fn announcement_frames(board: BoardId, outcome: &Outcome<'_>) -> Bytes {
     let mut frames = bytes::BytesMut::new();
     for announcement in &outcome.announced {
         frames.extend_from_slice(&sse::unsequenced(
             announcement.event_name(),
-            announcement.data(),
+            announcement.data(board),
         ));
     }
     frames.freeze()
 }
 
-/// `presence.count`.
-pub fn count_frame(count: usize) -> Bytes {
-    sse::unsequenced(EventName::PresenceCount, count_data(count))
+/// `presence.count` of `board`.
+pub fn count_frame(board: BoardId, count: usize) -> Bytes {
+    sse::unsequenced(EventName::PresenceCount, count_data(board, count))
 }
 
 /// At most one `presence.count` a second, and only when the count changed since the last.
@@ -95,8 +96,8 @@ impl CountPacer {
         })
     }
 
-    /// The `presence.count` frame if one is due now.
-    pub fn take(&mut self, tally: Tally) -> Option<Bytes> {
+    /// The `presence.count` frame of `board` if one is due now.
+    pub fn take(&mut self, board: BoardId, tally: Tally) -> Option<Bytes> {
         let due = self.due(tally)?;
         let now = Instant::now();
         if due > now {
@@ -104,7 +105,7 @@ impl CountPacer {
         }
         self.sent = Some(tally.count);
         self.at = Some(now);
-        Some(count_frame(tally.count))
+        Some(count_frame(board, tally.count))
     }
 
     /// The count a stream just got in a `presence` event need not be sent again.
@@ -177,8 +178,8 @@ impl Roster {
         self.tally
     }
 
-    /// Applies one announcement, in version order.
-    pub fn apply(&mut self, batch: &Batch) -> Applied {
+    /// Applies one announcement of `board`, in version order.
+    pub fn apply(&mut self, board: BoardId, batch: &Batch) -> Applied {
         if batch.version <= self.version {
             return Applied::Stale;
         }
@@ -207,7 +208,7 @@ impl Roster {
         };
         self.snapshot = None;
         Applied::Frames {
-            frames: announcement_frames(&outcome),
+            frames: announcement_frames(board, &outcome),
             relist: outcome.relist,
         }
     }
@@ -282,12 +283,13 @@ mod tests {
         let mut roster = Roster::load(View::default(), 3);
         let first: Vec<Viewer> = (0..3).map(viewer).collect();
         assert!(matches!(
-            roster.apply(&batch(1, 0, false, first)),
+            roster.apply(BoardId::new(), &batch(1, 0, false, first)),
             Applied::Frames { relist: false, .. }
         ));
         let before = roster.snapshot();
         assert_eq!(listed(&before), ["v0", "v1", "v2"]);
-        let Applied::Frames { frames, .. } = roster.apply(&batch(2, 3, false, vec![viewer(3)]))
+        let Applied::Frames { frames, .. } =
+            roster.apply(BoardId::new(), &batch(2, 3, false, vec![viewer(3)]))
         else {
             panic!("applies");
         };
@@ -297,11 +299,11 @@ mod tests {
         assert!(after.tally.crowd);
         assert!(Arc::ptr_eq(&before.list, &after.list), "list kept");
         assert!(matches!(
-            roster.apply(&batch(2, 3, false, vec![])),
+            roster.apply(BoardId::new(), &batch(2, 3, false, vec![])),
             Applied::Stale
         ));
         assert!(matches!(
-            roster.apply(&batch(4, 4, true, vec![])),
+            roster.apply(BoardId::new(), &batch(4, 4, true, vec![])),
             Applied::Gap
         ));
     }
@@ -311,14 +313,17 @@ mod tests {
         use chrono::SubsecRound;
         let mut roster = Roster::load(View::default(), 10);
         let joined = viewer(0);
-        roster.apply(&batch(1, 0, false, vec![joined.clone()]));
+        roster.apply(BoardId::new(), &batch(1, 0, false, vec![joined.clone()]));
         let mut left = joined.clone();
         left.since = left.since.trunc_subsecs(3);
         let leave = Batch {
             left: vec![left],
             ..batch(2, 1, false, vec![])
         };
-        assert!(matches!(roster.apply(&leave), Applied::Frames { .. }));
+        assert!(matches!(
+            roster.apply(BoardId::new(), &leave),
+            Applied::Frames { .. }
+        ));
         assert_eq!(roster.tally().count, 0);
         assert_eq!(listed(&roster.snapshot()), Vec::<String>::new());
     }
@@ -327,9 +332,12 @@ mod tests {
     fn the_count_goes_out_at_most_once_a_second() {
         let mut pacer = CountPacer::default();
         let crowd = |count| Tally { count, crowd: true };
-        assert!(pacer.take(crowd(6)).is_some());
-        assert!(pacer.take(crowd(6)).is_none(), "unchanged");
-        assert!(pacer.take(crowd(7)).is_none(), "within the second");
+        assert!(pacer.take(BoardId::new(), crowd(6)).is_some());
+        assert!(pacer.take(BoardId::new(), crowd(6)).is_none(), "unchanged");
+        assert!(
+            pacer.take(BoardId::new(), crowd(7)).is_none(),
+            "within the second"
+        );
         let due = pacer.due(crowd(7)).expect("due later");
         assert!(due >= Instant::now() + Duration::from_millis(900));
         assert!(

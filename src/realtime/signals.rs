@@ -258,7 +258,7 @@ impl Signals {
             let frames = batch
                 .signals
                 .iter()
-                .map(|(signal, name, at)| frame(signal, name, *at));
+                .map(|(signal, name, at)| frame(board, signal, name, *at));
             for payload in pack(frames) {
                 channels.push(board.channel());
                 payloads.push(payload);
@@ -287,8 +287,8 @@ impl Signals {
 }
 
 /// One `signal` event, encoded as it will reach every client.
-fn frame(signal: &SignalBody, name: &str, at: DateTime<Utc>) -> String {
-    let bytes = sse::unsequenced(EventName::Signal, signal.encode(name, at));
+fn frame(board: BoardId, signal: &SignalBody, name: &str, at: DateTime<Utc>) -> String {
+    let bytes = sse::unsequenced(EventName::Signal, signal.encode(board, name, at));
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -342,7 +342,9 @@ mod tests {
     #[test]
     fn batches_are_split_under_the_notify_limit() {
         let big = body("cursor", serde_json::json!({ "s": "x".repeat(1000) }));
-        let frames: Vec<String> = (0..30).map(|_| frame(&big, "Ana", Utc::now())).collect();
+        let frames: Vec<String> = (0..30)
+            .map(|_| frame(BoardId::new(), &big, "Ana", Utc::now()))
+            .collect();
         let total: usize = frames.iter().map(String::len).sum();
         let payloads = pack(frames.into_iter());
         assert!(payloads.len() > 1);
@@ -358,6 +360,7 @@ mod tests {
     #[test]
     fn only_signal_payloads_are_taken_as_frames() {
         let payload = pack(std::iter::once(frame(
+            BoardId::new(),
             &body("cursor", serde_json::json!({"x": 1})),
             "Ana",
             Utc::now(),

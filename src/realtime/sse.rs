@@ -24,18 +24,42 @@ fn encode(event: russe::Event) -> Bytes {
     }
 }
 
-fn message(id: Option<i64>, name: EventName, data: impl Into<ByteString>) -> Bytes {
+fn message(id: Option<ByteString>, name: EventName, data: impl Into<ByteString>) -> Bytes {
     encode(russe::Event::Message(russe::Message {
         data: data.into(),
         event: Some(ByteString::from_static(name.as_str())),
-        id: id.map(|seq| ByteString::from(seq.to_string())),
+        id,
         retry: None,
     }))
 }
 
 /// A change or snapshot: `id: <seq>`, `event: <name>`, `data: <json>`.
 pub fn sequenced(seq: i64, name: EventName, data: impl Into<ByteString>) -> Bytes {
-    message(Some(seq), name, data)
+    message(Some(ByteString::from(seq.to_string())), name, data)
+}
+
+/// A change or snapshot on a many-board stream, whose id is the stream's cursor (seqs and
+/// commas, made by the server).
+pub fn with_cursor(cursor: &str, name: EventName, data: impl Into<ByteString>) -> Bytes {
+    message(Some(ByteString::from(cursor)), name, data)
+}
+
+/// A frame made by [`sequenced`] (encoded once for every stream of its board) with its
+/// `id:` line swapped for a many-board stream's cursor; the rest is shared, not re-encoded.
+pub fn recursored(frame: &Bytes, cursor: &str) -> Bytes {
+    let rest = match frame.strip_prefix(b"id: ") {
+        Some(after) => match after.iter().position(|b| *b == b'\n') {
+            Some(end) => frame.slice(4 + end + 1..),
+            None => frame.clone(),
+        },
+        None => frame.clone(),
+    };
+    let mut out = bytes::BytesMut::with_capacity(rest.len() + cursor.len() + 5);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(cursor.as_bytes());
+    out.extend_from_slice(b"\n");
+    out.extend_from_slice(&rest);
+    out.freeze()
 }
 
 /// An event with no id (presence, heartbeat): never replayed.
@@ -73,6 +97,20 @@ mod tests {
                 "{line:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_cursor_replaces_only_the_id_line() {
+        let frame = sequenced(42, EventKind::NoteCreated.into(), "{\"seq\":42}");
+        let moved = recursored(&frame, "42,,7");
+        assert_eq!(
+            &moved[..],
+            b"id: 42,,7\nevent: note.created\ndata: {\"seq\":42}\n\n"
+        );
+        assert_eq!(
+            moved,
+            with_cursor("42,,7", EventKind::NoteCreated.into(), "{\"seq\":42}")
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! One stream's task: forwards its board's events to the client's queue, exactly once and
-//! in order, and decides when the stream ends.
+//! One stream's task: forwards its boards' events to the client's queue, exactly once and
+//! in order per board, and decides when the stream ends. A board's own stream has one
+//! lane; a many-board stream has one per board, on one connection, one source (one LISTEN
+//! connection or the hub) and one heartbeat, with the cursor as its ids.
 
 use std::{
     convert::Infallible,
@@ -20,10 +22,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Slots,
+    Opening, Slots,
     backoff::Reconnect,
     hub::Subscription,
-    listener::{Listener, ListenerEvent},
+    listener::{self, Listener, ListenerEvent},
     notification::{self, Decoded, Delivery},
     presence::Presence,
     roster::{CountPacer, Listing, announcement_frames},
@@ -32,7 +34,7 @@ use super::{
 };
 use crate::db::{Database, DbError, boards, events};
 use crate::domain::{
-    event::EventKind,
+    event::{EventKind, EventName},
     ids::BoardId,
     presence::{Batch, Tally},
     viewer::Viewer,
@@ -46,50 +48,88 @@ const PING_EVERY_AT_LEAST: Duration = Duration::from_secs(5);
 
 /// Where a stream's notifications come from.
 pub(super) enum Source {
-    /// Its own LISTEN connection (`LISTENER=per-stream`); `None` while it is re-opened.
+    /// Its own LISTEN connection, on the channel of each of its boards
+    /// (`LISTENER=per-stream`); `None` while it is re-opened.
     Dedicated(Option<Listener>),
-    /// Its place in the instance's hub (`LISTENER=shared`).
-    Shared(Subscription),
+    /// Its places in the instance's hub, one per board (`LISTENER=shared`).
+    Shared(Subscriptions),
 }
 
-/// One thing that arrived from the source.
+/// A stream's hub subscriptions, one per lane (`None` once its board is deleted), read in
+/// turn so a busy board cannot starve the others.
+pub(super) struct Subscriptions {
+    lanes: Vec<Option<Subscription>>,
+    next: usize,
+}
+
+impl Subscriptions {
+    pub fn new(lanes: Vec<Subscription>) -> Subscriptions {
+        Subscriptions {
+            lanes: lanes.into_iter().map(Some).collect(),
+            next: 0,
+        }
+    }
+}
+
+/// One thing that arrived from the source, for the lane it names.
 enum Incoming {
     /// A raw NOTIFY payload (per-stream mode): decoded here.
-    Notification(String),
+    Notification(usize, String),
     /// A notification decoded once by the hub for every stream of the board (shared mode).
-    Delivery(Delivery),
+    Delivery(usize, Delivery),
     /// The dedicated connection died.
     Lost(String),
     /// The hub dropped this stream: its queue was full.
     Dropped,
 }
 
-pub(super) struct StreamTask {
-    pub db: Database,
+/// One board of a stream: a board's own stream has one lane, a many-board stream one per
+/// listed board, in the order of `boards`.
+pub(super) struct Lane {
     pub board: BoardId,
     pub viewer: Viewer,
-    pub presence: Arc<Presence>,
-    /// Where this stream's presence is: announcements up to its version are already in
-    /// what it was sent.
+    /// Where this board's presence is: announcements up to its version are already in
+    /// what the stream was sent.
     pub seen: Seen,
-    pub tx: mpsc::Sender<Bytes>,
-    pub source: Source,
-    /// The seq of the last event queued for the client.
+    /// How the board begins; taken when it is sent.
+    pub opening: Option<Opening>,
+    /// The board's presence as of the viewer's join, sent once the opening is.
+    pub listing: Option<Arc<Listing>>,
+    /// The seq of the board's last event queued for the client (for a resumed board, from
+    /// the start, the id it resumes after); meaningful once `opened`.
     pub last_sent: i64,
+    /// Whether the board has a slot in the cursor: resumed, or its snapshot sent (an empty
+    /// slot until then).
+    pub opened: bool,
     /// Replay the log up to this seq before going live.
     pub replay_upto: Option<i64>,
+    /// The board was deleted while a many-board stream went on for the others.
+    pub deleted: bool,
+    /// The viewer's right to send signals on this board.
+    pub registration: Option<signals::Registration>,
+}
+
+pub(super) struct StreamTask {
+    pub db: Database,
+    pub lanes: Vec<Lane>,
+    pub presence: Arc<Presence>,
+    pub tx: mpsc::Sender<Bytes>,
+    pub source: Source,
     /// Set by the body if it was dropped holding undelivered frames.
     pub abandoned: Arc<AtomicBool>,
     /// When the caller's token expires: the stream ends then, so a client must come back
     /// with a fresh token.
     pub expires_at: Option<Instant>,
+    /// Per-stream mode: the stream keeps `boardcast_crowd_boards` for its boards itself (in
+    /// shared mode the hub does, once per board).
+    pub counts_crowds: bool,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
     pub stats: Arc<Stats>,
     pub _slots: Slots,
 }
 
-/// The presence a stream has been told of.
+/// The presence a stream has been told of, for one board.
 pub(super) struct Seen {
     /// The board's presence version the stream's last presence frame reflects.
     pub version: i64,
@@ -134,11 +174,17 @@ impl StreamTask {
         self.drop_listener();
         self.source = Source::Dedicated(None);
         self.stats.stream_closed(reason);
-        if self.counts_crowds() && self.seen.tally.crowd {
-            self.stats.crowd_changed(self.board, false);
+        let live: Vec<&Lane> = self.lanes.iter().filter(|lane| !lane.deleted).collect();
+        for lane in &live {
+            if self.counts_crowds && lane.seen.tally.crowd {
+                self.stats.crowd_changed(lane.board, false);
+            }
         }
         // Then presence, before the body ends: at shutdown the worker may stop right after.
-        self.presence.leave(self.board, self.viewer.id).await;
+        let leaves = live
+            .iter()
+            .map(|lane| self.presence.leave(lane.board, lane.viewer.id));
+        futures_util::future::join_all(leaves).await;
         if matches!(reason, CloseReason::Shutdown | CloseReason::TokenExpired) {
             // Spread the reconnects of every client over 1–5 s so the next instance is not
             // hit by all of them at once.
@@ -150,23 +196,112 @@ impl StreamTask {
         } else {
             log::Level::Info
         };
-        log::log!(
-            level,
-            "stream closed: board={} viewer={:?} ({}) duration={:.1}s reason={}",
-            self.board,
-            self.viewer.name,
-            self.viewer.id,
-            started.elapsed().as_secs_f64(),
-            reason.as_str()
-        );
+        for lane in &self.lanes {
+            log::log!(
+                level,
+                "stream closed: board={} viewer={:?} ({}) duration={:.1}s reason={}",
+                lane.board,
+                lane.viewer.name,
+                lane.viewer.id,
+                started.elapsed().as_secs_f64(),
+                reason.as_str()
+            );
+        }
+    }
+
+    /// Whether this stream's ids are cursors (many boards) rather than one board's seqs.
+    fn many(&self) -> bool {
+        self.lanes.len() > 1
+    }
+
+    /// The stream's cursor: each board's last seq sent, in the order of `boards`, an empty
+    /// slot for a board whose opening has not been sent yet.
+    fn cursor(&self) -> String {
+        let slots: Vec<String> = self
+            .lanes
+            .iter()
+            .map(|lane| {
+                if lane.opened {
+                    lane.last_sent.to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
+        slots.join(",")
+    }
+
+    /// A frame of the lane's event `seq` (already its `last_sent`), made here: its id is the
+    /// seq, or on a many-board stream the cursor.
+    fn sequenced(&self, seq: i64, name: EventName, data: String) -> Bytes {
+        if self.many() {
+            sse::with_cursor(&self.cursor(), name, data)
+        } else {
+            sse::sequenced(seq, name, data)
+        }
+    }
+
+    /// Sends each board's opening: a board's own stream sends its snapshot, its presence,
+    /// then its replay (presence first, as it always has); a many-board stream sends every
+    /// board's snapshot or replay in the order listed, then every board's presence.
+    async fn open_lanes(&mut self, progress: &mut Progress) -> Result<(), CloseReason> {
+        if !self.many() {
+            self.open_lane(0, progress).await?;
+            self.send_listing(0, progress).await?;
+            return self.replay(0, progress).await;
+        }
+        for lane in 0..self.lanes.len() {
+            self.open_lane(lane, progress).await?;
+            self.replay(lane, progress).await?;
+        }
+        for lane in 0..self.lanes.len() {
+            self.send_listing(lane, progress).await?;
+        }
+        Ok(())
+    }
+
+    async fn open_lane(&mut self, lane: usize, progress: &mut Progress) -> Result<(), CloseReason> {
+        match self.lanes[lane].opening.take() {
+            Some(Opening::Snapshot { seq, data }) => {
+                self.lanes[lane].last_sent = seq;
+                self.lanes[lane].opened = true;
+                let frame = self.sequenced(seq, EventName::Snapshot, data);
+                self.push_waiting(frame, progress).await?;
+                self.stats.snapshot_sent();
+            }
+            Some(Opening::Replay { after, upto }) => {
+                self.lanes[lane].last_sent = after;
+                self.lanes[lane].opened = true;
+                self.lanes[lane].replay_upto = Some(upto);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn send_listing(
+        &mut self,
+        lane: usize,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        if let Some(listing) = self.lanes[lane].listing.take() {
+            let frame = listing.frame(self.lanes[lane].board, &self.lanes[lane].viewer);
+            self.push_waiting(frame, progress).await?;
+        }
+        Ok(())
+    }
+
+    async fn replay(&mut self, lane: usize, progress: &mut Progress) -> Result<(), CloseReason> {
+        if let Some(upto) = self.lanes[lane].replay_upto.take() {
+            let replayed = Box::pin(self.catch_up(lane, Some(upto), progress)).await?;
+            self.stats.replayed(replayed);
+        }
+        Ok(())
     }
 
     /// Runs until the stream must end; the error is why.
     async fn serve(&mut self, progress: &mut Progress) -> Result<Infallible, CloseReason> {
-        if let Some(upto) = self.replay_upto.take() {
-            let replayed = Box::pin(self.catch_up(Some(upto), progress)).await?;
-            self.stats.replayed(replayed);
-        }
+        self.open_lanes(progress).await?;
         let mut ticker = interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let ping_every = self.heartbeat.max(PING_EVERY_AT_LEAST);
@@ -174,12 +309,21 @@ impl StreamTask {
         let mut reconnect_at: Option<Instant> = None;
         let mut reconnect = Reconnect::default();
         let expires_at = self.expires_at;
-        if self.counts_crowds() && self.seen.tally.crowd {
-            self.stats.crowd_changed(self.board, true);
+        if self.counts_crowds {
+            for lane in &self.lanes {
+                if lane.seen.tally.crowd {
+                    self.stats.crowd_changed(lane.board, true);
+                }
+            }
         }
 
         loop {
-            let count_due = self.seen.count_due;
+            let count_due = self
+                .lanes
+                .iter()
+                .filter(|lane| !lane.deleted)
+                .filter_map(|lane| lane.seen.count_due)
+                .min();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(CloseReason::Shutdown),
@@ -192,18 +336,27 @@ impl StreamTask {
                 _ = sleep_until(expires_at.unwrap_or_else(Instant::now)), if expires_at.is_some() => {
                     return Err(CloseReason::TokenExpired);
                 }
-                incoming = next_incoming(&mut self.source) => match incoming {
-                    Incoming::Notification(payload) => self.on_notification(&payload, progress).await?,
-                    Incoming::Delivery(delivery) => self.on_delivery(delivery, progress).await?,
+                incoming = next_incoming(&mut self.source, &self.lanes) => match incoming {
+                    Incoming::Notification(lane, payload) => {
+                        if !self.lanes[lane].deleted {
+                            self.on_notification(lane, &payload, progress).await?;
+                        }
+                    }
+                    Incoming::Delivery(lane, delivery) => {
+                        if !self.lanes[lane].deleted {
+                            self.on_delivery(lane, delivery, progress).await?;
+                        }
+                    }
                     Incoming::Dropped => return Err(CloseReason::Slow),
                     Incoming::Lost(why) => {
-                        log::warn!("listener for board {} lost ({why}); re-listening", self.board);
+                        log::warn!("listener for boards {} lost ({why}); re-listening", self.boards_text());
                         self.drop_listener();
                         reconnect_at = Some(reconnect.next_attempt());
                     }
                 },
                 _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
-                    match Box::pin(Listener::open(&self.db, self.board)).await {
+                    let boards = self.live_boards();
+                    match Box::pin(Listener::open(&self.db, &boards)).await {
                         Ok(listener) => {
                             self.stats.listener_opened();
                             self.stats.listener_reconnected();
@@ -211,18 +364,28 @@ impl StreamTask {
                             reconnect_at = None;
                             reconnect.connected();
                             // Notifications sent while no one listened are lost: the log has them.
-                            let presence = self.current_presence().await?;
-                            self.resync(&presence, progress).await?;
+                            for lane in 0..self.lanes.len() {
+                                if self.lanes[lane].deleted {
+                                    continue;
+                                }
+                                let presence = self.current_presence(lane).await?;
+                                self.resync(lane, &presence, progress).await?;
+                            }
                         }
                         Err(e) => {
-                            log::warn!("re-listening for board {} failed: {e}", self.board);
+                            log::warn!("re-listening for boards {} failed: {e}", self.boards_text());
                             reconnect_at = Some(reconnect.next_attempt());
                         }
                     }
                 }
                 _ = sleep_until(count_due.unwrap_or_else(Instant::now)), if count_due.is_some() => {
-                    self.seen.count_due = None;
-                    self.pace_count(progress)?;
+                    let now = Instant::now();
+                    for lane in 0..self.lanes.len() {
+                        if self.lanes[lane].seen.count_due.is_some_and(|due| due <= now) {
+                            self.lanes[lane].seen.count_due = None;
+                            self.pace_count(lane, progress)?;
+                        }
+                    }
                 }
                 _ = ticker.tick() => {
                     progress.check(&self.tx)?;
@@ -232,7 +395,7 @@ impl StreamTask {
                         if let Source::Dedicated(Some(listener)) = &self.source
                             && !listener.ping(PING_TIMEOUT).await
                         {
-                            log::warn!("listener for board {} did not answer a ping; re-listening", self.board);
+                            log::warn!("listener for boards {} did not answer a ping; re-listening", self.boards_text());
                             self.drop_listener();
                             reconnect_at = Some(reconnect.next_attempt());
                         }
@@ -240,6 +403,20 @@ impl StreamTask {
                 }
             }
         }
+    }
+
+    /// The boards still streamed (a many-board stream goes on after one is deleted).
+    fn live_boards(&self) -> Vec<BoardId> {
+        self.lanes
+            .iter()
+            .filter(|lane| !lane.deleted)
+            .map(|lane| lane.board)
+            .collect()
+    }
+
+    fn boards_text(&self) -> String {
+        let boards: Vec<String> = self.lanes.iter().map(|l| l.board.to_string()).collect();
+        boards.join(",")
     }
 
     fn drop_listener(&mut self) {
@@ -250,17 +427,11 @@ impl StreamTask {
         }
     }
 
-    /// Whether this stream keeps `boardcast_crowd_boards` itself (per-stream mode; in
-    /// shared mode the hub does, once per board).
-    fn counts_crowds(&self) -> bool {
-        matches!(self.source, Source::Dedicated(_))
-    }
-
     /// The board's presence read from the database (per-stream mode, which has no roster).
-    async fn current_presence(&self) -> Result<Listing, CloseReason> {
+    async fn current_presence(&self, lane: usize) -> Result<Listing, CloseReason> {
         let view = self
             .presence
-            .view(self.board, false)
+            .view(self.lanes[lane].board, false)
             .await
             .map_err(|_| CloseReason::DatabaseUnavailable)?;
         Ok(Listing::from_view(&view))
@@ -271,71 +442,85 @@ impl StreamTask {
     /// pruned from the log meanwhile were lost with the listener: `listener_lost`.
     async fn resync(
         &mut self,
+        lane: usize,
         presence: &Listing,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        let caught_up =
-            Box::pin(self.catch_up(None, progress))
-                .await
-                .map_err(|reason| match reason {
-                    CloseReason::HistoryGone => CloseReason::ListenerLost,
-                    other => other,
-                })?;
+        let caught_up = Box::pin(self.catch_up(lane, None, progress))
+            .await
+            .map_err(|reason| match reason {
+                CloseReason::HistoryGone => CloseReason::ListenerLost,
+                other => other,
+            })?;
         self.stats.replayed(caught_up);
-        self.relist(presence, progress)
+        self.relist(lane, presence, progress)
     }
 
     /// Sends the board's full presence (this stream's `you` included) and takes its
     /// version as what the stream has seen.
-    fn relist(&mut self, presence: &Listing, progress: &mut Progress) -> Result<(), CloseReason> {
-        self.push(presence.frame(&self.viewer), progress)?;
-        self.seen.version = presence.version;
-        self.seen.pacer.listed(presence.tally.count);
-        self.seen.count_due = None;
-        self.set_tally(presence.tally);
+    fn relist(
+        &mut self,
+        lane: usize,
+        presence: &Listing,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        self.push(
+            presence.frame(self.lanes[lane].board, &self.lanes[lane].viewer),
+            progress,
+        )?;
+        let seen = &mut self.lanes[lane].seen;
+        seen.version = presence.version;
+        seen.pacer.listed(presence.tally.count);
+        seen.count_due = None;
+        self.set_tally(lane, presence.tally);
         Ok(())
     }
 
-    fn set_tally(&mut self, tally: Tally) {
-        if self.counts_crowds() && tally.crowd != self.seen.tally.crowd {
-            self.stats.crowd_changed(self.board, tally.crowd);
+    fn set_tally(&mut self, lane: usize, tally: Tally) {
+        let lane = &mut self.lanes[lane];
+        if self.counts_crowds && tally.crowd != lane.seen.tally.crowd {
+            self.stats.crowd_changed(lane.board, tally.crowd);
         }
-        self.seen.tally = tally;
+        lane.seen.tally = tally;
     }
 
     /// Per-stream mode: turns a presence announcement into this stream's frames, as the
     /// hub's roster does in shared mode.
     async fn on_presence(
         &mut self,
+        lane: usize,
         batch: &Batch,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        if batch.version <= self.seen.version {
+        let seen_version = self.lanes[lane].seen.version;
+        if batch.version <= seen_version {
             return Ok(());
         }
         let outcome = batch.outcome(self.presence.limit());
-        if batch.version != self.seen.version + 1 || outcome.relist {
+        if batch.version != seen_version + 1 || outcome.relist {
             // A crowd back at the list limit (or, defensively, a version missing in
             // between): the list comes from the table, capped at the limit.
-            let current = self.current_presence().await?;
-            return self.relist(&current, progress);
+            let current = self.current_presence(lane).await?;
+            return self.relist(lane, &current, progress);
         }
-        let frames = announcement_frames(&outcome);
+        let frames = announcement_frames(self.lanes[lane].board, &outcome);
         if !frames.is_empty() {
             self.push(frames, progress)?;
         }
-        self.seen.version = batch.version;
-        self.set_tally(outcome.after);
-        self.pace_count(progress)
+        self.lanes[lane].seen.version = batch.version;
+        self.set_tally(lane, outcome.after);
+        self.pace_count(lane, progress)
     }
 
     /// Sends the crowd's count if its second has come, or notes when it will.
-    fn pace_count(&mut self, progress: &mut Progress) -> Result<(), CloseReason> {
-        let tally = self.seen.tally;
-        if let Some(frame) = self.seen.pacer.take(tally) {
+    fn pace_count(&mut self, lane: usize, progress: &mut Progress) -> Result<(), CloseReason> {
+        let tally = self.lanes[lane].seen.tally;
+        let board = self.lanes[lane].board;
+        if let Some(frame) = self.lanes[lane].seen.pacer.take(board, tally) {
             self.push(frame, progress)?;
         }
-        self.seen.count_due = self.seen.pacer.due(tally);
+        let seen = &mut self.lanes[lane].seen;
+        seen.count_due = seen.pacer.due(tally);
         Ok(())
     }
 
@@ -344,23 +529,26 @@ impl StreamTask {
     /// stream ends and the client resumes from its last id.
     async fn on_notification(
         &mut self,
+        lane: usize,
         payload: &str,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
-        let delivery = match notification::decode(&self.db, self.board, payload).await {
+        let board = self.lanes[lane].board;
+        let delivery = match notification::decode(&self.db, board, payload).await {
             Decoded::Change(delivery) => delivery,
             Decoded::Signals { frames, count } => Delivery::Signals { frames, count },
-            Decoded::Presence(batch) => return self.on_presence(&batch, progress).await,
+            Decoded::Presence(batch) => return self.on_presence(lane, &batch, progress).await,
             Decoded::Missing => return Err(CloseReason::HistoryGone),
             Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
             Decoded::Unreadable => return Ok(()),
         };
-        self.on_delivery(delivery, progress).await
+        self.on_delivery(lane, delivery, progress).await
     }
 
     /// A notification decoded once: by the hub (shared mode) or by `on_notification`.
     async fn on_delivery(
         &mut self,
+        lane: usize,
         delivery: Delivery,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
@@ -371,22 +559,26 @@ impl StreamTask {
                 frame,
                 at,
             } => {
-                if seq <= self.last_sent {
+                if seq <= self.lanes[lane].last_sent {
                     return Ok(());
                 }
-                self.fill_gap(seq, progress).await?;
-                self.deliver(seq, kind, frame, at, progress)
+                self.fill_gap(lane, seq, progress).await?;
+                self.deliver(lane, seq, frame, at, progress)?;
+                if kind == EventKind::BoardDeleted {
+                    return self.board_deleted(lane).await;
+                }
+                Ok(())
             }
             Delivery::Presence { ends, frames } => {
                 // Frames of versions this stream's presence already reflects are skipped.
-                let seen = self.seen.version;
+                let seen = &mut self.lanes[lane].seen;
                 let start = ends
                     .iter()
-                    .take_while(|(version, _)| *version <= seen)
+                    .take_while(|(version, _)| *version <= seen.version)
                     .last()
                     .map_or(0, |(_, end)| *end);
                 if let Some((last, _)) = ends.last() {
-                    self.seen.version = self.seen.version.max(*last);
+                    seen.version = seen.version.max(*last);
                 }
                 if start < frames.len() {
                     self.push(frames.slice(start..), progress)?;
@@ -394,17 +586,49 @@ impl StreamTask {
                 Ok(())
             }
             Delivery::List(presence) => {
-                if presence.version > self.seen.version {
-                    self.relist(&presence, progress)?;
+                if presence.version > self.lanes[lane].seen.version {
+                    self.relist(lane, &presence, progress)?;
                 }
                 Ok(())
             }
-            Delivery::Resync { presence } => self.resync(&presence, progress).await,
+            Delivery::Resync { presence } => self.resync(lane, &presence, progress).await,
             Delivery::Signals { frames, count } => {
                 self.push_signals(frames, count, progress);
                 Ok(())
             }
         }
+    }
+
+    /// After `board.deleted`: a board's own stream ends; a many-board stream lets the board
+    /// go (its viewer, its channel, its signals) and goes on for the others, keeping the
+    /// board's last seq in its cursor.
+    async fn board_deleted(&mut self, lane: usize) -> Result<(), CloseReason> {
+        let others = self
+            .lanes
+            .iter()
+            .enumerate()
+            .any(|(i, other)| i != lane && !other.deleted);
+        if !others {
+            return Err(CloseReason::BoardDeleted);
+        }
+        let board = self.lanes[lane].board;
+        if self.counts_crowds && self.lanes[lane].seen.tally.crowd {
+            self.stats.crowd_changed(board, false);
+        }
+        self.lanes[lane].deleted = true;
+        self.lanes[lane].registration = None;
+        match &mut self.source {
+            Source::Dedicated(Some(listener)) => {
+                if let Err(e) = listener.unlisten(&[board]).await {
+                    log::warn!("UNLISTEN for deleted board {board} failed: {e}");
+                }
+            }
+            Source::Dedicated(None) => {}
+            Source::Shared(subscriptions) => subscriptions.lanes[lane] = None,
+        }
+        self.presence.leave(board, self.lanes[lane].viewer.id).await;
+        log::info!("board {board} deleted; its stream goes on for the other boards");
+        Ok(())
     }
 
     /// Queues a signal batch if the queue is at most half full; otherwise drops it, so
@@ -419,81 +643,91 @@ impl StreamTask {
     }
 
     /// An event newer than the next one expected means some were missed: read them first.
-    async fn fill_gap(&mut self, seq: i64, progress: &mut Progress) -> Result<(), CloseReason> {
-        if seq > self.last_sent + 1 {
-            let filled = Box::pin(self.catch_up(Some(seq - 1), progress)).await?;
+    async fn fill_gap(
+        &mut self,
+        lane: usize,
+        seq: i64,
+        progress: &mut Progress,
+    ) -> Result<(), CloseReason> {
+        if seq > self.lanes[lane].last_sent + 1 {
+            let filled = Box::pin(self.catch_up(lane, Some(seq - 1), progress)).await?;
             self.stats.replayed(filled);
         }
         Ok(())
     }
 
-    /// Queues a live event; its latency (commit → queued on the stream) is recorded.
+    /// Queues a live event; its latency (commit → queued on the stream) is recorded. On a
+    /// many-board stream the frame, encoded once with the seq as its id, gets the cursor.
     fn deliver(
         &mut self,
+        lane: usize,
         seq: i64,
-        kind: EventKind,
         frame: Bytes,
         at: Option<DateTime<Utc>>,
         progress: &mut Progress,
     ) -> Result<(), CloseReason> {
+        self.lanes[lane].last_sent = seq;
+        let frame = if self.many() {
+            sse::recursored(&frame, &self.cursor())
+        } else {
+            frame
+        };
         self.push(frame, progress)?;
         if let Some(at) = at {
             self.stats.observe_delivery_since(at);
         }
-        self.last_sent = seq;
         self.stats.delivered(1);
-        if kind == EventKind::BoardDeleted {
-            return Err(CloseReason::BoardDeleted);
-        }
         Ok(())
     }
 
-    /// Sends every logged event after `last_sent` (up to `upto`, or all), waiting for the
-    /// client to take them. A gap in the log (pruned past retention, or the board deleted)
-    /// ends the stream as `history_gone`, so the client reconnects and gets a fresh
-    /// snapshot or a 404; a database that does not answer ends it as
-    /// `database_unavailable`.
+    /// Sends every logged event of the lane's board after its `last_sent` (up to `upto`,
+    /// or all), waiting for the client to take them. A gap in the log (pruned past
+    /// retention, or the board deleted) ends the stream as `history_gone`, so the client
+    /// reconnects and gets a fresh snapshot or a 404; a database that does not answer ends
+    /// it as `database_unavailable`.
     async fn catch_up(
         &mut self,
+        lane: usize,
         upto: Option<i64>,
         progress: &mut Progress,
     ) -> Result<u64, CloseReason> {
+        let board = self.lanes[lane].board;
         let limit = upto.unwrap_or(i64::MAX);
         let mut count = 0;
         loop {
             let page = {
                 let unavailable = |e: DbError| {
-                    log::warn!("catching up board {} failed: {e}", self.board);
+                    log::warn!("catching up board {board} failed: {e}");
                     CloseReason::DatabaseUnavailable
                 };
                 let client = self.db.client().await.map_err(unavailable)?;
                 if upto.is_none()
-                    && boards::find(&client, self.board)
+                    && boards::find(&client, board)
                         .await
                         .map_err(unavailable)?
                         .is_none()
                 {
                     return Err(CloseReason::BoardDeleted);
                 }
-                events::range(&client, self.board, self.last_sent, limit, PAGE)
+                events::range(&client, board, self.lanes[lane].last_sent, limit, PAGE)
                     .await
                     .map_err(unavailable)?
             };
             let full_page = page.len() as i64 == PAGE;
             for event in page {
-                if event.seq != self.last_sent + 1 {
+                if event.seq != self.lanes[lane].last_sent + 1 {
                     return Err(CloseReason::HistoryGone);
                 }
-                let frame = sse::sequenced(event.seq, event.kind.into(), event.data);
+                self.lanes[lane].last_sent = event.seq;
+                let frame = self.sequenced(event.seq, event.kind.into(), event.data);
                 self.push_waiting(frame, progress).await?;
-                self.last_sent = event.seq;
                 count += 1;
             }
             if !full_page {
                 break;
             }
         }
-        if upto.is_some_and(|upto| self.last_sent < upto) {
+        if upto.is_some_and(|upto| self.lanes[lane].last_sent < upto) {
             return Err(CloseReason::HistoryGone);
         }
         self.stats.delivered(count);
@@ -552,17 +786,40 @@ impl Progress {
     }
 }
 
-async fn next_incoming(source: &mut Source) -> Incoming {
+async fn next_incoming(source: &mut Source, lanes: &[Lane]) -> Incoming {
     match source {
-        Source::Dedicated(Some(listener)) => match listener.recv().await {
-            ListenerEvent::Notification { payload, .. } => Incoming::Notification(payload),
-            ListenerEvent::Lost(why) => Incoming::Lost(why),
+        Source::Dedicated(Some(listener)) => loop {
+            match listener.recv().await {
+                ListenerEvent::Notification { channel, payload } => {
+                    let board = listener::board_of(&channel);
+                    if let Some(lane) = lanes.iter().position(|l| Some(l.board) == board) {
+                        return Incoming::Notification(lane, payload);
+                    }
+                }
+                ListenerEvent::Lost(why) => return Incoming::Lost(why),
+            }
         },
         Source::Dedicated(None) => std::future::pending().await,
-        Source::Shared(subscription) => match subscription.events.recv().await {
-            Some(delivery) => Incoming::Delivery(delivery),
-            None => Incoming::Dropped,
-        },
+        Source::Shared(subscriptions) => {
+            std::future::poll_fn(|cx| {
+                let count = subscriptions.lanes.len();
+                for turn in 0..count {
+                    let lane = (subscriptions.next + turn) % count;
+                    let Some(subscription) = &mut subscriptions.lanes[lane] else {
+                        continue;
+                    };
+                    if let std::task::Poll::Ready(delivery) = subscription.events.poll_recv(cx) {
+                        subscriptions.next = (lane + 1) % count;
+                        return std::task::Poll::Ready(match delivery {
+                            Some(delivery) => Incoming::Delivery(lane, delivery),
+                            None => Incoming::Dropped,
+                        });
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        }
     }
 }
 

@@ -76,6 +76,7 @@ fn resources() -> Vec<Resource> {
         // HEAD of the stream answers its headers without opening anything.
         Resource::new("/api/boards/{board_id}/events").get_and_head(events::stream, events::head),
         Resource::new(SIGNALS_ROUTE).post(signals::send),
+        Resource::new("/api/events").get_and_head(events::stream_many, events::head_many),
         Resource::new("/api/boards/{board_id}/presence").get(presence::list),
         Resource::new("/api/openapi.json").get(openapi::spec),
         Resource::new("/healthz").get(health::healthz),

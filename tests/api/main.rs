@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod fuzz;
 mod limits;
+mod many;
 mod metrics;
 mod notes;
 mod openapi;

@@ -18,7 +18,8 @@ use crate::error::ErrorCode;
 pub struct Facts {
     /// Under `/api/` and not public: auth applies.
     pub authenticated: bool,
-    /// Has a path id (`{board_id}`, `{note_id}`).
+    /// Names boards or notes by id: in its path (`{board_id}`, `{note_id}`) or in the
+    /// many-board stream's `boards` list (each may be malformed, missing or forbidden).
     pub path_id: bool,
     pub body: bool,
     /// POST, PATCH or DELETE: counted against the write limit, refused to read-only tokens.
@@ -48,7 +49,9 @@ impl Facts {
         let api = path.starts_with("/api/");
         Facts {
             authenticated: api && !public,
-            path_id: params.iter().any(|p| p.parameter_in == ParameterIn::Path),
+            path_id: params
+                .iter()
+                .any(|p| p.parameter_in == ParameterIn::Path || p.name == "boards"),
             body: op.request_body.is_some(),
             write: matches!(method, "post" | "patch" | "delete"),
             parameters: params

@@ -55,6 +55,7 @@ pub use errors::{answers, by_status, spelled};
         notes::update,
         notes::delete,
         events::stream,
+        events::stream_many,
         presence::list,
         signals::send,
         spec,
@@ -181,14 +182,14 @@ impl Modify for StreamEvents {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let schema: Option<utoipa::openapi::schema::Schema> =
             serde_json::from_value(stream::event_schema()).ok();
-        for (_, _, op) in operations(doc) {
+        for (path, _, op) in operations(doc) {
             let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") else {
                 continue;
             };
             let Some(RefOr::T(content)) = ok.content.get_mut("text/event-stream") else {
                 continue;
             };
-            ok.description = stream::description();
+            ok.description = stream::description(path == stream::MANY_BOARDS_PATH);
             content.schema = schema.clone().map(RefOr::T);
         }
     }
@@ -367,8 +368,14 @@ mod tests {
     #[test]
     fn every_stream_event_schema_is_a_component() {
         let doc = json();
-        let stream = doc["paths"]["/api/boards/{board_id}/events"]["get"]["responses"]["200"]
-            ["content"]["text/event-stream"]["schema"]
+        for path in ["/api/boards/{board_id}/events", stream::MANY_BOARDS_PATH] {
+            every_event_of(&doc, path);
+        }
+    }
+
+    fn every_event_of(doc: &serde_json::Value, path: &str) {
+        let stream = doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]
+            ["schema"]
             .to_string();
         for (name, _, schema) in stream::EVENTS {
             assert!(

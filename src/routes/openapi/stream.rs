@@ -28,6 +28,8 @@ pub struct SnapshotEvent {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceEvent {
+    /// The board this presence is of (a many-board stream carries several).
+    pub board_id: BoardId,
     /// This stream's own viewer: what its signals are sent as.
     pub you: Viewer,
     /// Oldest first, the new viewer included; at most `PRESENCE_LIST_LIMIT` (100).
@@ -46,6 +48,7 @@ pub struct PresenceChangeEvent {
     #[serde(rename = "type")]
     #[schema(pattern = "^presence\\.(joined|left)$")]
     pub kind: String,
+    pub board_id: BoardId,
     pub viewer: Viewer,
     /// How many viewers there are after this change.
     #[schema(minimum = 0)]
@@ -61,6 +64,7 @@ pub struct PresenceCountEvent {
     #[serde(rename = "type")]
     #[schema(pattern = "^presence\\.count$")]
     pub kind: String,
+    pub board_id: BoardId,
     #[schema(minimum = 0)]
     pub count: u64,
 }
@@ -192,18 +196,38 @@ fn check_change(event: &str, data: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The markdown of the stream's 200 answer: the frames, and a link to each event's schema.
-pub fn description() -> String {
-    let mut text = String::from(
+/// The path of the many-board stream, whose ids are cursors.
+pub const MANY_BOARDS_PATH: &str = "/api/events";
+
+/// The markdown of a stream's 200 answer: the frames, and a link to each event's schema.
+/// `many`: the many-board stream, whose events carry the cursor as their id.
+pub fn description(many: bool) -> String {
+    let mut text = String::from(if many {
+        "A `text/event-stream` that stays open. It begins with `retry: 2000`, then each \
+         board's `snapshot` (or, given a cursor, every event after that board's slot) in \
+         the order of `boards`, then each board's `presence`, then each change as it \
+         commits, and a `heartbeat` every `HEARTBEAT_INTERVAL`. Every `data` names its \
+         `board_id`; every event that has an SSE `id` carries the whole cursor (each \
+         board's latest seq, comma-separated in the order of `boards`). After a \
+         `board.deleted` the stream goes on for the other boards.\n\n\
+         Each event's `data` is one line of JSON (the response schema says the same per \
+         event name):\n\n\
+         | event | SSE `id` | `data` |\n|---|---|---|\n"
+    } else {
         "A `text/event-stream` that stays open. It begins with `retry: 2000`, then a \
          `snapshot` (or, given a last event id, every event after it), then one `presence`, \
          then each change as it commits, and a `heartbeat` every `HEARTBEAT_INTERVAL`. After \
          `board.deleted` the server ends the stream.\n\n\
          Each event's `data` is one line of JSON (the response schema says the same per \
          event name):\n\n\
-         | event | SSE `id` | `data` |\n|---|---|---|\n",
-    );
+         | event | SSE `id` | `data` |\n|---|---|---|\n"
+    });
     for (name, id, schema) in EVENTS {
+        let id = if many && *id != "none" {
+            "the cursor"
+        } else {
+            id
+        };
         text.push_str(&format!(
             "| `{name}` | {id} | [{schema}](#/components/schemas/{schema}) |\n"
         ));
