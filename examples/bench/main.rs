@@ -1,5 +1,5 @@
-//! The boardcast benchmark: fan-out latency, idle cost, write throughput and the
-//! per-stream mode, each against a fresh server process and a fresh database.
+//! The boardcast benchmark: fan-out latency, idle cost, write throughput, the per-stream
+//! mode and signals under load, each against a fresh server process and a fresh database.
 //!
 //! Run it through `scripts/bench`, which starts a throwaway PostgreSQL, builds the release
 //! binary and this example, and raises the open-file limit. By hand:
@@ -71,6 +71,9 @@ enum Job {
     Shared,
     /// Memory per idle stream in shared mode (`--idle`)
     Idle,
+    /// Signals under load in shared mode (`--signal-streams` on `--signal-boards`, 10
+    /// senders per board at 20/s for `--signal-secs`), and their effect on change events
+    Signals,
 }
 
 /// Benchmark boardcast: fan-out latency, idle cost, write throughput and the per-stream
@@ -98,6 +101,15 @@ struct Args {
     /// traffic, which the fan-out jobs measure)
     #[arg(long, default_value_t = 100)]
     idle_per_board: usize,
+    /// Streams of the signals job, spread over `--signal-boards` boards
+    #[arg(long, default_value_t = 1000)]
+    signal_streams: usize,
+    /// Boards of the signals job (10 of each board's viewers send)
+    #[arg(long, default_value_t = 20)]
+    signal_boards: usize,
+    /// How long the signals job's viewers send, in seconds
+    #[arg(long, default_value_t = 30)]
+    signal_secs: u64,
     /// Subscribers connecting at once (well under the accept backlog)
     #[arg(long, default_value_t = 50)]
     open_concurrency: usize,
@@ -122,6 +134,9 @@ impl Args {
             self.shared_sizes = vec![1, 100, 1000];
             self.per_stream_sizes = vec![1, 10];
             self.idle = 1000;
+            self.signal_streams = 200;
+            self.signal_boards = 4;
+            self.signal_secs = 10;
         }
         self
     }
@@ -264,6 +279,13 @@ async fn run() -> Res<()> {
             jobs::idle::idle(&mut ctx, args.idle, args.idle_per_board),
             idles
         );
+    }
+
+    if want(Job::Signals) {
+        let (streams, boards, secs) = (args.signal_streams, args.signal_boards, args.signal_secs);
+        if let Err(e) = jobs::signals::signals(&mut ctx, streams, boards, secs).await {
+            ctx.out(format!("FAILED: {e}"));
+        }
     }
 
     ctx.out("");

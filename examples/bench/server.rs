@@ -173,14 +173,22 @@ impl Server {
         v["seq"].as_i64().ok_or_else(|| "board without seq".into())
     }
 
+    /// The server's `/metrics` text (empty when it does not answer).
+    pub async fn metrics(&self) -> String {
+        match self.http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     /// How presence was written: transactions and changes (joins + leaves) from /metrics,
     /// and the round trips each transaction makes (`db::presence::apply`: BEGIN, the row
     /// lock, INSERT, UPDATE, one SELECT of every pg_notify, COMMIT; a DELETE with leaves).
     pub async fn presence_writes(&self) -> String {
-        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+        let text = self.metrics().await;
+        if text.is_empty() {
             return "metrics unavailable".into();
-        };
-        let text = r.text().await.unwrap_or_default();
+        }
         let value = |name: &str| -> f64 {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -198,10 +206,10 @@ impl Server {
 
     /// `boardcast_streams_closed_total` by reason and `boardcast_streams_open`, from /metrics.
     pub async fn stream_counts(&self) -> String {
-        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+        let text = self.metrics().await;
+        if text.is_empty() {
             return "metrics unavailable".into();
-        };
-        let text = r.text().await.unwrap_or_default();
+        }
         let mut out = String::new();
         for line in text.lines() {
             if line.starts_with('#') {

@@ -4,4 +4,5 @@ pub mod fanout;
 pub mod idle;
 pub mod open;
 pub mod raw;
+pub mod signals;
 pub mod throughput;
