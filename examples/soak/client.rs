@@ -61,6 +61,9 @@ pub struct Shared {
     pub live: AtomicBool,
     /// The churn order for this client: `STAY`, `LEAVE`, `RESET` or `STALL`.
     pub order: AtomicU8,
+    /// Set while the client has stopped reading on the churn's order (a fault's catch-up
+    /// time leaves such clients out: they are behind on purpose).
+    pub stalled: AtomicBool,
     pub wake: Notify,
     pub state: Mutex<State>,
 }
@@ -163,7 +166,11 @@ impl Client {
                     drop(socket);
                     return End::Cause(Cause::Reset, Some(Duration::from_millis(200)));
                 }
-                STALL => sleep(self.heartbeat * 2).await,
+                STALL => {
+                    self.shared.stalled.store(true, Ordering::SeqCst);
+                    sleep(self.heartbeat * 2).await;
+                    self.shared.stalled.store(false, Ordering::SeqCst);
+                }
                 _ => {}
             }
             if stop.load(Ordering::SeqCst) {

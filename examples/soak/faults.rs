@@ -121,7 +121,7 @@ pub async fn schedule(soak: &mut Soak, pids: &Mutex<Vec<(&'static str, u32)>>) -
         *pids.lock().unwrap_or_else(PoisonError::into_inner) =
             soak.instances.iter().map(|i| (i.label, i.pid)).collect();
         let ready = all_ready(soak, Duration::from_secs(60)).await;
-        let catch_up = catch_up(soak, Duration::from_secs(60)).await;
+        let catch_up = catch_up(soak, Duration::from_secs(60), false).await;
         log(format!(
             "  {detail}; ready after {ready:?}, clients caught up after {catch_up:?}"
         ));
@@ -206,7 +206,7 @@ async fn rolling_restart(soak: &mut Soak) -> (bool, String) {
                 let good = status.success() && took <= Duration::from_secs(30);
                 ok &= good;
                 parts.push(format!(
-                    "{} exit {status} in {:.1} s",
+                    "{} {status} in {:.1} s",
                     inst.label,
                     took.as_secs_f64()
                 ));
@@ -298,8 +298,9 @@ async fn all_ready(soak: &mut Soak, limit: Duration) -> Option<Duration> {
     Some(started.elapsed())
 }
 
-/// Until every client's last id reaches its board's seq as PostgreSQL has it now.
-pub async fn catch_up(soak: &Soak, limit: Duration) -> Option<Duration> {
+/// Until every client's last id reaches its board's seq as PostgreSQL has it now; clients
+/// stalled on purpose are waited for only when `stalled` is set.
+pub async fn catch_up(soak: &Soak, limit: Duration, stalled: bool) -> Option<Duration> {
     let started = Instant::now();
     let target = loop {
         if let Ok(c) = connect(&crate::cluster::db_url(&soak.admin_url, &soak.db).ok()?).await
@@ -319,6 +320,7 @@ pub async fn catch_up(soak: &Soak, limit: Duration) -> Option<Duration> {
         let behind = soak
             .clients
             .iter()
+            .filter(|(_, _, s)| stalled || !s.stalled.load(Ordering::SeqCst))
             .filter(|(_, b, s)| s.last.load(Ordering::SeqCst) < target.get(b).copied().unwrap_or(0))
             .count();
         if behind == 0 {

@@ -129,10 +129,12 @@ async fn run() -> Res<bool> {
     std::fs::create_dir_all(&args.log_dir)?;
     let db = "soak".to_string();
     let admin = cluster::connect(&admin_url).await?;
+    // Two statements: CREATE DATABASE cannot run in the implicit transaction of a batch.
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE); CREATE DATABASE {db}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
         .await?;
     let url = cluster::db_url(&admin_url, &db)?;
     for f in std::fs::read_dir(&args.log_dir)?.flatten() {
@@ -148,8 +150,13 @@ async fn run() -> Res<bool> {
         .build()?;
     let heartbeat = Duration::from_secs(args.heartbeat);
     let shared_cap = args.streams + args.burst;
-    // A's cap sits just above what it is given, so the burst meets MAX_STREAMS there.
-    let a_cap = args.streams / 2 + args.burst / 2;
+    // A's cap sits half a burst above the streams it is given, so the burst meets
+    // MAX_STREAMS there.
+    let given_a = place_clients(&args, &vec![String::new(); args.boards])
+        .iter()
+        .filter(|(i, _, _)| *i == 0)
+        .count();
+    let a_cap = given_a + args.burst / 2;
     let mut instances = vec![
         Instance::new("a-shared", "shared", a_cap, heartbeat, &args.log_dir)?,
         Instance::new("b-shared", "shared", shared_cap, heartbeat, &args.log_dir)?,
@@ -268,7 +275,7 @@ async fn run() -> Res<bool> {
     load_stop.store(true, Ordering::SeqCst);
     let _ = tokio::join!(writers, signals, churn);
     log("load stopped; letting every client catch up");
-    let catch_up = faults::catch_up(&soak, Duration::from_secs(60)).await;
+    let catch_up = faults::catch_up(&soak, Duration::from_secs(60), true).await;
     sampler_stop.store(true, Ordering::SeqCst);
     let _ = sampler.await;
 
