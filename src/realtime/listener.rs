@@ -68,7 +68,9 @@ impl Listener {
                         continue;
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => ListenerEvent::Lost(e.to_string()),
+                    // Through DbError: tokio-postgres's own Display is just "db error",
+                    // without the server's message and SQLSTATE (found by the soak).
+                    Some(Err(e)) => ListenerEvent::Lost(DbError::from(e).to_string()),
                     None => ListenerEvent::Lost("connection closed".into()),
                 };
                 let last = matches!(event, ListenerEvent::Lost(_));

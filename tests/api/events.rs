@@ -500,6 +500,77 @@ async fn terminated_listener_connections_lose_no_event() {
     assert!(app.stats.listener_reconnects_total() >= 1);
 }
 
+/// Found by the soak: a listener connection the database closed was logged as "lost (db
+/// error)", which says nothing. The log line must carry the server's reason and SQLSTATE.
+#[tokio::test]
+async fn a_lost_listener_is_logged_with_the_databases_reason() {
+    let db = create_database().await;
+    let server = ServerProcess::start(&db, &[]).await;
+    let http = reqwest::Client::new();
+    let board: Value = http
+        .post(server.url("/api/boards"))
+        .json(&json!({ "title": "Listener" }))
+        .send()
+        .await
+        .expect("create board")
+        .json()
+        .await
+        .expect("json");
+    let board = board["id"].as_str().expect("id").to_string();
+    let stream = http
+        .get(server.url(&format!("/api/boards/{board}/events")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    body.next().await.expect("first bytes").expect("read");
+    let (admin, connection) = crate::helpers::base_settings()
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    let name: &str = &db;
+    let listening = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'boardcast listener'",
+                &[&name],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            > 0
+    };
+    assert!(
+        eventually(Duration::from_secs(5), listening).await,
+        "a listener"
+    );
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'boardcast listener'",
+            &[&name],
+        )
+        .await
+        .expect("terminate");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.log_text().lines().any(|line| {
+                line.contains("lost (")
+                    && line.contains("administrator command")
+                    && line.contains("57P01")
+            })
+        })
+        .await,
+        "the log says why the listener was lost:\n{}",
+        server.log_text()
+    );
+    drop(body);
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_others_keep_up() {
     let app = spawn_app().await;
