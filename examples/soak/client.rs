@@ -380,6 +380,10 @@ impl Reader {
     }
 
     fn body(&mut self, mut data: &[u8]) -> Result<(), String> {
+        // After the last chunk only the trailer section's CRLF can follow.
+        if self.ended {
+            return Ok(());
+        }
         if !self.chunked {
             self.sse(data);
             return Ok(());
