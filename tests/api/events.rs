@@ -507,16 +507,7 @@ async fn a_lost_listener_is_logged_with_the_databases_reason() {
     let db = create_database().await;
     let server = ServerProcess::start(&db, &[]).await;
     let http = reqwest::Client::new();
-    let board: Value = http
-        .post(server.url("/api/boards"))
-        .json(&json!({ "title": "Listener" }))
-        .send()
-        .await
-        .expect("create board")
-        .json()
-        .await
-        .expect("json");
-    let board = board["id"].as_str().expect("id").to_string();
+    let board = server.create_board("Listener").await;
     let stream = http
         .get(server.url(&format!("/api/boards/{board}/events")))
         .send()
@@ -666,16 +657,7 @@ async fn sigterm_tells_every_stream_to_retry_and_exits_cleanly() {
     let db = create_database().await;
     let mut server = ServerProcess::start(&db, &[]).await;
     let http = reqwest::Client::new();
-    let board: Value = http
-        .post(server.url("/api/boards"))
-        .json(&json!({ "title": "Shutdown" }))
-        .send()
-        .await
-        .expect("create board")
-        .json()
-        .await
-        .expect("json");
-    let board = board["id"].as_str().expect("id").to_string();
+    let board = server.create_board("Shutdown").await;
     let mut bodies = Vec::new();
     for _ in 0..20 {
         let response = http

@@ -588,6 +588,20 @@ impl ServerProcess {
         format!("{}{}", self.address, path)
     }
 
+    /// POST /api/boards with `title` (auth off); the new board's id.
+    pub async fn create_board(&self, title: &str) -> String {
+        let board: serde_json::Value = reqwest::Client::new()
+            .post(self.url("/api/boards"))
+            .json(&serde_json::json!({ "title": title }))
+            .send()
+            .await
+            .expect("create board")
+            .json()
+            .await
+            .expect("json");
+        board["id"].as_str().expect("id").to_string()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
