@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "inline_json_helpers",
         sql: include_str!("../../sql/0006_inline_json_helpers.sql"),
     },
+    Migration {
+        version: 7,
+        name: "viewer_sessions",
+        sql: include_str!("../../sql/0007_viewer_sessions.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.

@@ -32,8 +32,19 @@ fn viewer_from(row: &Row) -> Result<Viewer, DbError> {
 pub enum Leaving<'a> {
     /// These ids (streams that closed); ids already gone are skipped.
     These(&'a [Uuid]),
-    /// Every viewer of the board whose instance is no longer registered.
+    /// Every viewer of the board whose instance is no longer registered, but for viewers
+    /// held for their session and not yet expired (they outlive their instance: a deploy).
     Orphaned,
+    /// Every viewer of the board held for its session past its time.
+    Expired,
+}
+
+/// Who a joining viewer belongs to: the token subject its stream was opened with (auth
+/// on), and the session it may be taken over by (`?session=`).
+#[derive(Clone, Debug, Default)]
+pub struct Owner {
+    pub sub: Option<String>,
+    pub session: Option<String>,
 }
 
 /// A committed batch: what it changed and the version the board is at after it.
@@ -48,14 +59,15 @@ pub struct Applied {
 /// that takes the board's presence row lock (so a board's changes are serialized and
 /// numbered), and announces the change. Viewers already present are not added twice, and
 /// only the viewers a DELETE actually found are announced as left, so a viewer is never
-/// announced twice. `subs` are the joining viewers' token subjects, in the same order
-/// (kept for signals; `None` with auth off). `None` when the board does not exist.
+/// announced twice. `owners` are the joining viewers' token subjects (kept for signals and
+/// sessions; `None` with auth off) and sessions, in the same order. `None` when the board
+/// does not exist.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     client: &mut deadpool_postgres::Object,
     board: BoardId,
     joining: &[Viewer],
-    subs: &[Option<String>],
+    owners: &[Owner],
     leaving: Leaving<'_>,
     instance: Uuid,
     limit: usize,
@@ -87,10 +99,10 @@ pub async fn apply(
     if !joining.is_empty() {
         let insert = tx
             .prepare_cached(
-                "INSERT INTO viewers (id, board_id, instance_id, name, since, sub)
-                 SELECT u.id, $1, $2, u.name, u.since, u.sub
-                 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::text[])
-                      AS u(id, name, since, sub)
+                "INSERT INTO viewers (id, board_id, instance_id, name, since, sub, session)
+                 SELECT u.id, $1, $2, u.name, u.since, u.sub, u.session
+                 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::text[], $7::text[])
+                      AS u(id, name, since, sub, session)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id",
             )
@@ -98,10 +110,20 @@ pub async fn apply(
         let ids: Vec<Uuid> = joining.iter().map(|v| v.id).collect();
         let names: Vec<&str> = joining.iter().map(|v| v.name.as_str()).collect();
         let sinces: Vec<DateTime<Utc>> = joining.iter().map(|v| v.since).collect();
+        let subs: Vec<Option<&str>> = owners.iter().map(|o| o.sub.as_deref()).collect();
+        let sessions: Vec<Option<&str>> = owners.iter().map(|o| o.session.as_deref()).collect();
         let inserted = tx
             .query(
                 &insert,
-                &[&board.uuid(), &instance, &ids, &names, &sinces, &subs],
+                &[
+                    &board.uuid(),
+                    &instance,
+                    &ids,
+                    &names,
+                    &sinces,
+                    &subs,
+                    &sessions,
+                ],
             )
             .await?
             .iter()
@@ -129,6 +151,16 @@ pub async fn apply(
                 .prepare_cached(
                     "DELETE FROM viewers v WHERE board_id = $1
                        AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = v.instance_id)
+                       AND (held_until IS NULL OR held_until <= now())
+                     RETURNING id, name, since",
+                )
+                .await?;
+            tx.query(&delete, &[&board.uuid()]).await?
+        }
+        Leaving::Expired => {
+            let delete = tx
+                .prepare_cached(
+                    "DELETE FROM viewers WHERE board_id = $1 AND held_until <= now()
                      RETURNING id, name, since",
                 )
                 .await?;
@@ -277,11 +309,102 @@ pub async fn orphaned_boards(
     let boards = client
         .prepare_cached(
             "SELECT DISTINCT board_id FROM viewers v
-             WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = v.instance_id)",
+             WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = v.instance_id)
+               AND (held_until IS NULL OR held_until <= now())",
         )
         .await?;
     let boards = client
         .query(&boards, &[])
+        .await?
+        .iter()
+        .map(|r| r.try_get("board_id"))
+        .collect::<Result<Vec<Uuid>, _>>()?;
+    Ok(boards.into_iter().map(BoardId).collect())
+}
+
+/// Holds a session's viewer for `hold` after its stream closed: still listed, nothing
+/// announced; a stream of the same session may take it over meanwhile ([`claim`]), else it
+/// is reaped with [`Leaving::Expired`]. `false`: no such viewer with a session.
+pub async fn hold(
+    client: &impl GenericClient,
+    board: BoardId,
+    viewer: Uuid,
+    hold: Duration,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE viewers SET held_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND board_id = $2 AND session IS NOT NULL",
+        )
+        .await?;
+    Ok(client
+        .execute(&stmt, &[&viewer, &board.uuid(), &hold.as_secs_f64()])
+        .await?
+        == 1)
+}
+
+/// Takes over a viewer of `board` held for `session` (opened with the same `sub`) whose
+/// hold has not expired, for a stream on `instance`; with the board's presence version
+/// (which already reflects the viewer: it never left). `None`: nothing to take over.
+pub async fn claim(
+    client: &impl GenericClient,
+    board: BoardId,
+    session: &str,
+    sub: Option<&str>,
+    instance: Uuid,
+) -> Result<Option<(Viewer, i64)>, DbError> {
+    // The hold is checked again on the row itself: a reaper deleting it at its expiry and
+    // this takeover cannot both succeed.
+    let stmt = client
+        .prepare_cached(
+            "WITH taken AS (
+                 UPDATE viewers SET held_until = NULL, instance_id = $4
+                 WHERE id = (SELECT id FROM viewers
+                             WHERE board_id = $1 AND session = $2
+                               AND sub IS NOT DISTINCT FROM $3 AND held_until > now()
+                             ORDER BY since, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                   AND held_until > now()
+                 RETURNING id, name, since)
+             SELECT t.id, t.name, t.since, COALESCE(p.version, 0) AS version
+             FROM taken t LEFT JOIN board_presence p ON p.board_id = $1",
+        )
+        .await?;
+    match client
+        .query_opt(&stmt, &[&board.uuid(), &session, &sub, &instance])
+        .await?
+    {
+        Some(row) => Ok(Some((viewer_from(&row)?, row.try_get("version")?))),
+        None => Ok(None),
+    }
+}
+
+/// Whether `board` has a viewer of `session` (and `sub`) whose stream is still open: a
+/// reconnect that arrived before the server noticed the old stream close.
+pub async fn session_open(
+    client: &impl GenericClient,
+    board: BoardId,
+    session: &str,
+    sub: Option<&str>,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM viewers WHERE board_id = $1 AND session = $2
+                              AND sub IS NOT DISTINCT FROM $3 AND held_until IS NULL)",
+        )
+        .await?;
+    Ok(client
+        .query_one(&stmt, &[&board.uuid(), &session, &sub])
+        .await?
+        .try_get(0)?)
+}
+
+/// The boards with a viewer held past its time (for [`apply`] with [`Leaving::Expired`]).
+pub async fn expired_boards(client: &impl GenericClient) -> Result<Vec<BoardId>, DbError> {
+    let stmt = client
+        .prepare_cached("SELECT DISTINCT board_id FROM viewers WHERE held_until <= now()")
+        .await?;
+    let boards = client
+        .query(&stmt, &[])
         .await?
         .iter()
         .map(|r| r.try_get("board_id"))

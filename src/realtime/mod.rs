@@ -84,6 +84,9 @@ pub(crate) struct OpenRequest {
     /// The caller's token subject (auth on): the only caller who may send signals as this
     /// stream's viewer.
     pub sub: Option<String>,
+    /// `?session=`: a viewer of this session (and `sub`) held since its stream closed is
+    /// taken over, id and all, with nothing announced for the gap.
+    pub session: Option<String>,
 }
 
 /// Shared by every stream of the process.
@@ -307,8 +310,12 @@ impl Live {
         }
         // The joins go out together: the presence writer batches them in one round.
         let joins = request.boards.iter().map(|board| {
-            self.presence
-                .join(*board, request.viewer.clone(), request.sub.clone())
+            self.presence.join(
+                *board,
+                request.viewer.clone(),
+                request.sub.clone(),
+                request.session.clone(),
+            )
         });
         let joined = futures_util::future::join_all(joins).await;
         let mut viewers = Vec::with_capacity(joined.len());

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::stats::Stats;
 use crate::db::{
     Database, DbError, DbErrorKind,
-    presence::{self, Applied, Leaving, View},
+    presence::{self, Applied, Leaving, Owner, View},
 };
 use crate::domain::{ids::BoardId, viewer::Viewer};
 
@@ -35,9 +35,10 @@ pub struct Presence {
     /// This instance's viewers, so they can be re-announced if the instance was reaped
     /// while it could not reach the database.
     local: Mutex<HashMap<Uuid, (BoardId, Viewer)>>,
-    /// The token subject of each of this instance's viewers that has one (auth on): written
-    /// with the viewer, so a signal taken by another instance can be checked against it.
-    subs: Mutex<HashMap<Uuid, String>>,
+    /// The token subject (auth on) and session of each of this instance's viewers that has
+    /// one: written with the viewer, so a signal taken by another instance can be checked
+    /// against it, and a session's next stream can take the viewer over.
+    owners: Mutex<HashMap<Uuid, Owner>>,
     /// Leaves that failed (database unreachable), retried by the maintenance loop.
     pending_leaves: Mutex<Vec<(BoardId, Uuid)>>,
     /// Joins and leaves on their way to the batching writer.
@@ -86,7 +87,7 @@ impl Presence {
             heartbeat,
             limit,
             local: Mutex::default(),
-            subs: Mutex::default(),
+            owners: Mutex::default(),
             pending_leaves: Mutex::default(),
             changes,
             changes_rx: Mutex::new(Some(changes_rx)),
@@ -129,12 +130,32 @@ impl Presence {
     /// Adds a viewer of `board` and returns it with the board's presence version once its
     /// join is written and announced; `None` when the board does not exist. `sub` is the
     /// token subject of its stream (auth on), kept with it for signals.
+    ///
+    /// With a `session`, a viewer of that session (and `sub`) held since its stream closed
+    /// is taken over instead: same id, nothing announced. A reconnect that arrives before
+    /// the server noticed the old stream close waits for it, up to one heartbeat interval.
+    /// A hold already expired is reaped first, so the board hears the old viewer leave
+    /// before the new one joins.
     pub async fn join(
         &self,
         board: BoardId,
         name: String,
         sub: Option<String>,
+        session: Option<String>,
     ) -> Result<Option<(Viewer, i64)>, DbError> {
+        if let Some(session) = &session {
+            if let Some(taken) = self.take_over(board, session, sub.as_deref()).await? {
+                let owner = Owner {
+                    sub: sub.clone(),
+                    session: Some(session.clone()),
+                };
+                self.owners.lock().insert(taken.0.id, owner);
+                self.lock_local()
+                    .insert(taken.0.id, (board, taken.0.clone()));
+                return Ok(Some(taken));
+            }
+            self.apply(board, &[], Leaving::Expired).await?;
+        }
         let viewer = Viewer {
             id: Uuid::new_v4(),
             name,
@@ -142,8 +163,8 @@ impl Presence {
             // table must be the one announced.
             since: Utc::now().trunc_subsecs(6),
         };
-        if let Some(sub) = sub {
-            self.subs.lock().insert(viewer.id, sub);
+        if sub.is_some() || session.is_some() {
+            self.owners.lock().insert(viewer.id, Owner { sub, session });
         }
         let (done, written) = oneshot::channel();
         let change = Change::Join {
@@ -154,18 +175,71 @@ impl Presence {
         let stopped = || DbError::unavailable("the presence writer has stopped");
         self.changes.send(change).map_err(|_| stopped())?;
         let Some(version) = written.await.map_err(|_| stopped())?? else {
-            self.subs.lock().remove(&viewer.id);
+            self.owners.lock().remove(&viewer.id);
             return Ok(None);
         };
         self.lock_local().insert(viewer.id, (board, viewer.clone()));
         Ok(Some((viewer, version)))
     }
 
+    /// The viewer a session's new stream takes over, if one is held for it. While the
+    /// session still has an open stream on the board (its close not yet noticed), asks
+    /// again every 50 ms for up to one heartbeat interval.
+    async fn take_over(
+        &self,
+        board: BoardId,
+        session: &str,
+        sub: Option<&str>,
+    ) -> Result<Option<(Viewer, i64)>, DbError> {
+        let deadline = tokio::time::Instant::now() + self.heartbeat;
+        loop {
+            let client = self.db.client().await?;
+            if let Some(taken) =
+                presence::claim(&client, board, session, sub, self.instance).await?
+            {
+                return Ok(Some(taken));
+            }
+            if tokio::time::Instant::now() >= deadline
+                || !presence::session_open(&client, board, session, sub).await?
+            {
+                return Ok(None);
+            }
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ends a stream's viewer: held for two heartbeat intervals when it has a session (a
+    /// stream of that session may take it over; nothing is announced), else removed at
+    /// once as [`leave`](Self::leave) does.
+    pub async fn end(&self, board: BoardId, viewer: Uuid) {
+        let session = self
+            .owners
+            .lock()
+            .get(&viewer)
+            .is_some_and(|owner| owner.session.is_some());
+        if session {
+            let held = match self.db.client().await {
+                Ok(client) => presence::hold(&client, board, viewer, self.heartbeat * 2).await,
+                Err(e) => Err(e),
+            };
+            match held {
+                Ok(_) => {
+                    self.lock_local().remove(&viewer);
+                    self.owners.lock().remove(&viewer);
+                    return;
+                }
+                Err(e) => log::warn!("presence: viewer {viewer} not held ({e}); it leaves"),
+            }
+        }
+        self.leave(board, viewer).await;
+    }
+
     /// Removes a viewer, returning once its leave is written (or queued for a retry when the
     /// database cannot be reached now).
     pub async fn leave(&self, board: BoardId, viewer: Uuid) {
         self.lock_local().remove(&viewer);
-        self.subs.lock().remove(&viewer);
+        self.owners.lock().remove(&viewer);
         let (done, written) = oneshot::channel();
         if self
             .changes
@@ -258,16 +332,19 @@ impl Presence {
         joining: &[Viewer],
         leaving: Leaving<'_>,
     ) -> Result<Option<Applied>, DbError> {
-        let subs: Vec<Option<String>> = {
-            let known = self.subs.lock();
-            joining.iter().map(|v| known.get(&v.id).cloned()).collect()
+        let owners: Vec<Owner> = {
+            let known = self.owners.lock();
+            joining
+                .iter()
+                .map(|v| known.get(&v.id).cloned().unwrap_or_default())
+                .collect()
         };
         let mut client = self.db.client().await?;
         let applied = presence::apply(
             &mut client,
             board,
             joining,
-            &subs,
+            &owners,
             leaving,
             self.instance,
             self.limit,
@@ -361,8 +438,19 @@ impl Presence {
                 reaped += applied.left.len();
             }
         }
+        let expired = {
+            let client = self.db.client().await?;
+            presence::expired_boards(&client).await?
+        };
+        for board in expired {
+            if let Some(applied) = self.apply(board, &[], Leaving::Expired).await? {
+                reaped += applied.left.len();
+            }
+        }
         if reaped > 0 {
-            log::info!("presence: reaped {reaped} viewers of vanished instances");
+            log::info!(
+                "presence: reaped {reaped} viewers (of vanished instances, or held for a session past its time)"
+            );
         }
         Ok(())
     }

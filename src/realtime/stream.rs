@@ -181,9 +181,10 @@ impl StreamTask {
             }
         }
         // Then presence, before the body ends: at shutdown the worker may stop right after.
+        // A viewer with a session is held for its next stream rather than announced gone.
         let leaves = live
             .iter()
-            .map(|lane| self.presence.leave(lane.board, lane.viewer.id));
+            .map(|lane| self.presence.end(lane.board, lane.viewer.id));
         futures_util::future::join_all(leaves).await;
         if matches!(reason, CloseReason::Shutdown | CloseReason::TokenExpired) {
             // Spread the reconnects of every client over 1–5 s so the next instance is not

@@ -20,6 +20,27 @@ use crate::realtime::OpenRequest;
 pub struct StreamQuery {
     last_event_id: Option<String>,
     name: Option<String>,
+    session: Option<String>,
+}
+
+/// The longest `?session=` (the contract's 64 characters of `[A-Za-z0-9_-]`).
+const SESSION_MAX: usize = 64;
+
+/// `?session=`, checked: 1–64 characters of `[A-Za-z0-9_-]`, else 422.
+fn session(query: &StreamQuery) -> Result<Option<String>, ApiError> {
+    let Some(raw) = query.session.as_deref() else {
+        return Ok(None);
+    };
+    let fits = (1..=SESSION_MAX).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !fits {
+        return Err(ApiError::Validation(format!(
+            "`session` must be 1 to {SESSION_MAX} characters of A-Z, a-z, 0-9, `_` and `-`"
+        )));
+    }
+    Ok(Some(raw.to_string()))
 }
 
 fn parse_last_event_id(raw: &str, source: &str) -> Result<Option<i64>, ApiError> {
@@ -44,6 +65,7 @@ struct Opening {
     boards: Vec<BoardId>,
     resume: Vec<Option<i64>>,
     viewer: String,
+    session: Option<String>,
 }
 
 /// The last event id the client sent, raw, and where it came from. The header wins over
@@ -80,6 +102,7 @@ fn opening(
         boards: vec![board],
         resume: vec![resume],
         viewer,
+        session: session(query)?,
     })
 }
 
@@ -118,6 +141,7 @@ fn many_opening(
         boards,
         resume,
         viewer,
+        session: session(query)?,
     })
 }
 
@@ -214,6 +238,8 @@ fn stream_answer() -> HttpResponseBuilder {
             description = "Resume after this event id, for clients that cannot set headers."),
         ("name" = Option<String>, Query, nullable = false, max_length = 100,
             description = "Display name for presence when auth is off."),
+        ("session" = Option<String>, Query, nullable = false, pattern = "^[A-Za-z0-9_-]{1,64}$",
+            description = "A client's session: reconnecting with it (and the same token `sub`) within two heartbeat intervals of the stream closing keeps the viewer id, and no `presence.left`/`presence.joined` is announced for the gap."),
     ),
     responses((
         status = 200,
@@ -251,6 +277,7 @@ async fn open(
         // The stream ends when the token does, so access cannot outlive it.
         expires_at: caller.expires_at(),
         sub: caller.subject().map(str::to_string),
+        session: opening.session,
     };
     let body = state.live.open(request).await?;
     Ok(stream_answer().streaming(body))
@@ -303,6 +330,8 @@ async fn head_answer(boards: &[BoardId], state: &AppState) -> Result<HttpRespons
             description = "Resume from this cursor, for clients that cannot set headers."),
         ("name" = Option<String>, Query, nullable = false, max_length = 100,
             description = "Display name for presence when auth is off."),
+        ("session" = Option<String>, Query, nullable = false, pattern = "^[A-Za-z0-9_-]{1,64}$",
+            description = "A client's session: reconnecting with it (and the same token `sub`) within two heartbeat intervals of the stream closing keeps the viewer id, and no `presence.left`/`presence.joined` is announced for the gap."),
     ),
     responses((
         status = 200,

@@ -15,5 +15,6 @@ mod metrics;
 mod notes;
 mod openapi;
 mod presence;
+mod sessions;
 mod signals;
 mod writes;
