@@ -35,8 +35,13 @@ pub enum Leaving<'a> {
     /// Every viewer of the board whose instance is no longer registered, but for viewers
     /// held for their session and not yet expired (they outlive their instance: a deploy).
     Orphaned,
-    /// Every viewer of the board held for its session past its time.
-    Expired,
+    /// Every viewer of the board held for its session past its time, and every held
+    /// viewer of this session and subject (a reconnect under another name: the old name
+    /// leaves now, before the new one joins).
+    Expired {
+        session: &'a str,
+        sub: Option<&'a str>,
+    },
 }
 
 /// Who a joining viewer belongs to: the token subject its stream was opened with (auth
@@ -157,14 +162,16 @@ pub async fn apply(
                 .await?;
             tx.query(&delete, &[&board.uuid()]).await?
         }
-        Leaving::Expired => {
+        Leaving::Expired { session, sub } => {
             let delete = tx
                 .prepare_cached(
-                    "DELETE FROM viewers WHERE board_id = $1 AND held_until <= now()
+                    "DELETE FROM viewers WHERE board_id = $1 AND held_until IS NOT NULL
+                       AND (held_until <= now()
+                            OR (session = $2 AND sub IS NOT DISTINCT FROM $3))
                      RETURNING id, name, since",
                 )
                 .await?;
-            tx.query(&delete, &[&board.uuid()]).await?
+            tx.query(&delete, &[&board.uuid(), &session, &sub]).await?
         }
     };
     applied.left = left_rows
@@ -343,14 +350,15 @@ pub async fn hold(
         == 1)
 }
 
-/// Takes over a viewer of `board` held for `session` (opened with the same `sub`) whose
-/// hold has not expired, for a stream on `instance`; with the board's presence version
+/// Takes over a viewer of `board` held for `session` (opened with the same `sub`, under
+/// the same `name`) whose hold has not expired, for a stream on `instance`; with the board's presence version
 /// (which already reflects the viewer: it never left). `None`: nothing to take over.
 pub async fn claim(
     client: &impl GenericClient,
     board: BoardId,
     session: &str,
     sub: Option<&str>,
+    name: &str,
     instance: Uuid,
 ) -> Result<Option<(Viewer, i64)>, DbError> {
     // The hold is checked again on the row itself: a reaper deleting it at its expiry and
@@ -361,7 +369,8 @@ pub async fn claim(
                  UPDATE viewers SET held_until = NULL, instance_id = $4
                  WHERE id = (SELECT id FROM viewers
                              WHERE board_id = $1 AND session = $2
-                               AND sub IS NOT DISTINCT FROM $3 AND held_until > now()
+                               AND sub IS NOT DISTINCT FROM $3 AND name = $5
+                               AND held_until > now()
                              ORDER BY since, id LIMIT 1 FOR UPDATE SKIP LOCKED)
                    AND held_until > now()
                  RETURNING id, name, since)
@@ -370,7 +379,7 @@ pub async fn claim(
         )
         .await?;
     match client
-        .query_opt(&stmt, &[&board.uuid(), &session, &sub, &instance])
+        .query_opt(&stmt, &[&board.uuid(), &session, &sub, &instance, &name])
         .await?
     {
         Some(row) => Ok(Some((viewer_from(&row)?, row.try_get("version")?))),
@@ -378,22 +387,24 @@ pub async fn claim(
     }
 }
 
-/// Whether `board` has a viewer of `session` (and `sub`) whose stream is still open: a
-/// reconnect that arrived before the server noticed the old stream close.
+/// Whether `board` has a viewer of `session` (and `sub`, and `name`) whose stream is still
+/// open: a reconnect that arrived before the server noticed the old stream close.
 pub async fn session_open(
     client: &impl GenericClient,
     board: BoardId,
     session: &str,
     sub: Option<&str>,
+    name: &str,
 ) -> Result<bool, DbError> {
     let stmt = client
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM viewers WHERE board_id = $1 AND session = $2
-                              AND sub IS NOT DISTINCT FROM $3 AND held_until IS NULL)",
+                              AND sub IS NOT DISTINCT FROM $3 AND name = $4
+                              AND held_until IS NULL)",
         )
         .await?;
     Ok(client
-        .query_one(&stmt, &[&board.uuid(), &session, &sub])
+        .query_one(&stmt, &[&board.uuid(), &session, &sub, &name])
         .await?
         .try_get(0)?)
 }

@@ -144,7 +144,10 @@ impl Presence {
         session: Option<String>,
     ) -> Result<Option<(Viewer, i64)>, DbError> {
         if let Some(session) = &session {
-            if let Some(taken) = self.take_over(board, session, sub.as_deref()).await? {
+            if let Some(taken) = self
+                .take_over(board, session, sub.as_deref(), &name)
+                .await?
+            {
                 let owner = Owner {
                     sub: sub.clone(),
                     session: Some(session.clone()),
@@ -154,7 +157,11 @@ impl Presence {
                     .insert(taken.0.id, (board, taken.0.clone()));
                 return Ok(Some(taken));
             }
-            self.apply(board, &[], Leaving::Expired).await?;
+            let leaving = Leaving::Expired {
+                session,
+                sub: sub.as_deref(),
+            };
+            self.apply(board, &[], leaving).await?;
         }
         let viewer = Viewer {
             id: Uuid::new_v4(),
@@ -190,17 +197,18 @@ impl Presence {
         board: BoardId,
         session: &str,
         sub: Option<&str>,
+        name: &str,
     ) -> Result<Option<(Viewer, i64)>, DbError> {
         let deadline = tokio::time::Instant::now() + self.heartbeat;
         loop {
             let client = self.db.client().await?;
             if let Some(taken) =
-                presence::claim(&client, board, session, sub, self.instance).await?
+                presence::claim(&client, board, session, sub, name, self.instance).await?
             {
                 return Ok(Some(taken));
             }
             if tokio::time::Instant::now() >= deadline
-                || !presence::session_open(&client, board, session, sub).await?
+                || !presence::session_open(&client, board, session, sub, name).await?
             {
                 return Ok(None);
             }
@@ -443,7 +451,12 @@ impl Presence {
             presence::expired_boards(&client).await?
         };
         for board in expired {
-            if let Some(applied) = self.apply(board, &[], Leaving::Expired).await? {
+            // No session matches "": only expired holds go.
+            let leaving = Leaving::Expired {
+                session: "",
+                sub: None,
+            };
+            if let Some(applied) = self.apply(board, &[], leaving).await? {
                 reaped += applied.left.len();
             }
         }

@@ -111,6 +111,37 @@ async fn a_viewer_back_after_two_intervals_leaves_then_joins_as_new() {
 }
 
 #[tokio::test]
+async fn a_session_back_under_another_name_leaves_and_joins_at_once() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let (mut observer, _) = open(&app, &format!("/api/boards/{board}/events"), 1).await;
+    let (first, yous) = open(
+        &app,
+        &format!("/api/boards/{board}/events?session=s&name=Guest"),
+        1,
+    )
+    .await;
+    announcements(&mut observer, HEARTBEAT / 2).await;
+    drop(first);
+    tokio::time::sleep(HEARTBEAT / 2).await;
+    let (_again, again) = open(
+        &app,
+        &format!("/api/boards/{board}/events?session=s&name=Ana"),
+        1,
+    )
+    .await;
+    assert_ne!(again, yous);
+    assert_eq!(
+        announcements(&mut observer, HEARTBEAT).await,
+        [
+            ("presence.left".to_string(), yous[0].clone()),
+            ("presence.joined".to_string(), again[0].clone()),
+        ],
+        "the old name leaves at once, the new one joins"
+    );
+}
+
+#[tokio::test]
 async fn a_session_moves_to_another_instance_and_to_a_many_board_stream_without_flicker() {
     let one = spawn_app().await;
     let two = spawn_on(&one.db_name, |_| {}).await;
