@@ -38,6 +38,7 @@ pub struct Outcome {
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub t: f64,
+    pub label: &'static str,
     pub pid: u32,
     pub rss_kib: u64,
     pub fds: usize,
@@ -78,8 +79,9 @@ pub async fn sample(
         let now: Vec<_> = pids.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let readings: Vec<Sample> = now
             .into_iter()
-            .map(|(_, pid)| Sample {
+            .map(|(label, pid)| Sample {
                 t,
+                label,
                 pid,
                 rss_kib: procfs::rss_kib(pid),
                 fds: procfs::open_fds(pid),

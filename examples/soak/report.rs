@@ -200,7 +200,7 @@ pub async fn verdicts(
     let _ = writeln!(r, "\n## Resources (each instance since its last start)\n");
     let _ = writeln!(
         r,
-        "| instance | RSS first → last (MiB) | RSS slope (MiB/h) | fds first → last | samples |\n|---|---|---|---|---|"
+        "| instance | RSS first → last (MiB) | RSS slope (MiB/h) | … over the last 3 min | fds first → last | samples |\n|---|---|---|---|---|---|"
     );
     for inst in &soak.instances {
         let mine: Vec<&Sample> = samples
@@ -232,9 +232,18 @@ pub async fn verdicts(
                 .map(|s| (s.t, s.rss_kib as f64 / 1024.0))
                 .collect::<Vec<_>>(),
         );
+        // The whole window's slope carries warm-up and one-off steps (the burst's streams
+        // leave their memory with the allocator); the last minutes show whether it settles.
+        let recent = slope_per_hour(
+            &settled
+                .iter()
+                .filter(|s| s.t >= z.t - 180.0)
+                .map(|s| (s.t, s.rss_kib as f64 / 1024.0))
+                .collect::<Vec<_>>(),
+        );
         let _ = writeln!(
             r,
-            "| {} | {:.1} → {:.1} | {slope:+.1} | {} → {} | {} |",
+            "| {} | {:.1} → {:.1} | {slope:+.1} | {recent:+.1} | {} → {} | {} |",
             inst.label,
             a.rss_kib as f64 / 1024.0,
             z.rss_kib as f64 / 1024.0,
@@ -268,6 +277,7 @@ pub async fn verdicts(
             first.1, last.1
         );
     }
+    over_time(&mut r, soak, samples);
 
     // 4. Every client leaves; presence must empty and per-stream connections go.
     stop.store(true, Ordering::SeqCst);
@@ -383,6 +393,45 @@ async fn board_notes(
             .insert(row.get(1), (row.get::<_, i64>(2), row.get(3)));
     }
     Ok(out)
+}
+
+/// Resource levels over time: one row per minute of the run (the last reading in it), RSS
+/// and descriptors per instance, and the database's backends.
+fn over_time(r: &mut String, soak: &Soak, samples: &[Sample]) {
+    let labels: Vec<&str> = soak.instances.iter().map(|i| i.label).collect();
+    let _ = writeln!(r, "\n### Over time (the last reading of each minute)\n");
+    let mut head = String::from("| minute |");
+    for l in &labels {
+        let _ = write!(head, " {l} RSS MiB / fds |");
+    }
+    let _ = writeln!(r, "{head} backends |");
+    let _ = writeln!(r, "|---|{}---|", "---|".repeat(labels.len()));
+    let minutes = samples.iter().map(|s| s.t).fold(0.0, f64::max) / 60.0;
+    for m in 0..=minutes.floor() as usize {
+        let in_minute: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.t >= m as f64 * 60.0 && s.t < (m + 1) as f64 * 60.0)
+            .collect();
+        let mut row = format!("| {m} |");
+        for l in &labels {
+            match in_minute
+                .iter()
+                .rev()
+                .find(|s| s.label == *l && s.rss_kib > 0)
+            {
+                Some(s) => {
+                    let _ = write!(row, " {:.1} / {} |", s.rss_kib as f64 / 1024.0, s.fds);
+                }
+                None => row.push_str(" down |"),
+            }
+        }
+        let backends = in_minute
+            .iter()
+            .rev()
+            .find(|s| s.backends >= 0)
+            .map_or(-1, |s| s.backends);
+        let _ = writeln!(r, "{row} {backends} |");
+    }
 }
 
 /// Least-squares slope of `(seconds, value)`, per hour.
