@@ -31,6 +31,7 @@ import { clampCoord, clampSize, friendlyName } from "./board-core.js";
 import { openBoard } from "./boardcast-client.js";
 import { createLive } from "./live.js";
 import { checkSignIn } from "./signin.js";
+import { createView } from "./view.js";
 
 adoptTokenFromFragment();
 
@@ -83,8 +84,13 @@ const tombstones = new Set(); // ids deleted here or by an event: never resurrec
 const viewers = new Map(); // viewer id -> {id, name, since}
 let lastColor = COLORS[0].value;
 let topZ = 1;
-const pan = { x: 40, y: 32 };
 let firstSnapshot = true;
+const view = createView({
+  viewport,
+  world,
+  rects: () => [...notes.values()].map(shown),
+  isBackground: (t) => t === viewport || t === world || t === emptyHint,
+});
 
 // Exposed for the browser tests and for curious people in the console; read-only use.
 window.boardcast = {
@@ -445,7 +451,7 @@ async function createNote(x, y, { focus = true } = {}) {
     if (e) {
       e.el.style.zIndex = String(++topZ);
       if (focus) e.parts.text.focus({ preventScroll: true });
-      ensureVisible(e);
+      view.ensureVisible(shown(e));
     }
   } catch (err) {
     if (err instanceof ApiError && err.status === 404 && (await boardIsGone())) showGone("This board was deleted.");
@@ -663,7 +669,7 @@ function goIdle() {
 
 viewport.addEventListener("pointermove", (ev) => {
   if (!client || dragging || ev.pointerType === "touch") return;
-  const p = toWorld(ev.clientX, ev.clientY);
+  const p = view.toWorld(ev.clientX, ev.clientY);
   client.signal("cursor", { x: Math.round(p.x), y: Math.round(p.y) });
   active();
 });
@@ -672,115 +678,12 @@ viewport.addEventListener("pointerleave", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// The canvas: pan, create, keyboard
-
-function applyPan() {
-  world.style.transform = `translate(${pan.x}px, ${pan.y}px)`;
-  viewport.style.backgroundPosition = `${pan.x}px ${pan.y}px`;
-}
-
-function toWorld(clientX, clientY) {
-  const r = viewport.getBoundingClientRect();
-  return { x: clientX - r.left - pan.x, y: clientY - r.top - pan.y };
-}
-
-function viewCenter() {
-  const r = viewport.getBoundingClientRect();
-  return toWorld(r.left + r.width / 2, r.top + r.height / 2);
-}
-
-function ensureVisible(e) {
-  const v = shown(e);
-  const r = viewport.getBoundingClientRect();
-  const left = v.x + pan.x;
-  const top = v.y + pan.y;
-  if (left < 0 || top < 0 || left + Math.min(v.width, r.width) > r.width || top + Math.min(v.height, r.height) > r.height) {
-    pan.x = Math.round(r.width / 2 - v.x - Math.min(v.width, r.width) / 2);
-    pan.y = Math.round(r.height / 2 - v.y - Math.min(v.height, r.height) / 2);
-    applyPan();
-  }
-}
-
-function showAll() {
-  if (notes.size === 0) {
-    pan.x = 40;
-    pan.y = 32;
-    applyPan();
-    return;
-  }
-  let minX = Infinity;
-  let minY = Infinity;
-  for (const e of notes.values()) {
-    const v = shown(e);
-    minX = Math.min(minX, v.x);
-    minY = Math.min(minY, v.y);
-  }
-  pan.x = Math.round(40 - minX);
-  pan.y = Math.round(32 - minY);
-  applyPan();
-}
+// The canvas: create, keyboard (the view itself, pan and its gestures, is view.js)
 
 viewport.addEventListener("dblclick", (ev) => {
   if (ev.target !== viewport && ev.target !== world && ev.target !== emptyHint) return;
-  const p = toWorld(ev.clientX, ev.clientY);
+  const p = view.toWorld(ev.clientX, ev.clientY);
   createNote(p.x - DEFAULT_SIZE.width / 2, p.y - 24);
-});
-
-viewport.addEventListener("pointerdown", (ev) => {
-  if (ev.target !== viewport && ev.target !== world && ev.target !== emptyHint) return;
-  if (ev.button !== 0) return;
-  const start = { x: ev.clientX, y: ev.clientY, px: pan.x, py: pan.y };
-  let moved = false;
-  viewport.setPointerCapture(ev.pointerId);
-  const move = (m) => {
-    if (m.pointerId !== ev.pointerId) return;
-    const dx = m.clientX - start.x;
-    const dy = m.clientY - start.y;
-    if (!moved && Math.abs(dx) + Math.abs(dy) < 4) return;
-    moved = true;
-    viewport.classList.add("panning");
-    pan.x = start.px + dx;
-    pan.y = start.py + dy;
-    applyPan();
-  };
-  const end = (u) => {
-    if (u.pointerId !== ev.pointerId) return;
-    viewport.classList.remove("panning");
-    viewport.removeEventListener("pointermove", move);
-    viewport.removeEventListener("pointerup", end);
-    viewport.removeEventListener("pointercancel", end);
-  };
-  viewport.addEventListener("pointermove", move);
-  viewport.addEventListener("pointerup", end);
-  viewport.addEventListener("pointercancel", end);
-});
-
-viewport.addEventListener(
-  "wheel",
-  (ev) => {
-    if (ev.ctrlKey) return; // leave pinch-zoom to the browser
-    if (ev.target.closest && ev.target.closest("textarea")) {
-      const t = ev.target;
-      if (t.scrollHeight > t.clientHeight) return; // let a long note scroll
-    }
-    ev.preventDefault();
-    pan.x -= ev.shiftKey && !ev.deltaX ? ev.deltaY : ev.deltaX;
-    pan.y -= ev.shiftKey && !ev.deltaX ? 0 : ev.deltaY;
-    applyPan();
-  },
-  { passive: false },
-);
-
-viewport.addEventListener("keydown", (ev) => {
-  if (ev.target !== viewport) return;
-  const step = ev.shiftKey ? 200 : 40;
-  const moves = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
-  if (moves[ev.key]) {
-    ev.preventDefault();
-    pan.x += moves[ev.key][0];
-    pan.y += moves[ev.key][1];
-    applyPan();
-  }
 });
 
 document.addEventListener("keydown", (ev) => {
@@ -795,14 +698,14 @@ document.addEventListener("keydown", (ev) => {
 });
 
 function newNoteAtCenter() {
-  const c = viewCenter();
+  const c = view.center();
   // Stagger so repeated presses do not stack notes exactly on top of each other.
   const n = notes.size % 6;
   createNote(c.x - DEFAULT_SIZE.width / 2 + n * 24, c.y - DEFAULT_SIZE.height / 2 + n * 24);
 }
 
 $("new-note").addEventListener("click", newNoteAtCenter);
-$("recenter").addEventListener("click", showAll);
+$("recenter").addEventListener("click", () => view.showAll());
 
 // ---------------------------------------------------------------------------------------
 // Board title
@@ -1000,7 +903,7 @@ function onSnapshot(data) {
   updateEmptyHint();
   if (firstSnapshot) {
     firstSnapshot = false;
-    if (notes.size > 0) showAll();
+    if (notes.size > 0) view.showAll();
   }
 }
 
@@ -1165,7 +1068,7 @@ $("name-overlay").addEventListener("keydown", (ev) => {
 meButton.addEventListener("click", askName);
 
 async function start() {
-  applyPan();
+  view.apply();
   if (!UUID_RE.test(boardId)) {
     showGone("This address does not name a board.");
     return;

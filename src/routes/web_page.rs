@@ -71,6 +71,7 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "board-core.js" => (JAVASCRIPT, include_bytes!("../../web/board-core.js")),
         "boardcast-client.js" => (JAVASCRIPT, include_bytes!("../../web/boardcast-client.js")),
         "live.js" => (JAVASCRIPT, include_bytes!("../../web/live.js")),
+        "view.js" => (JAVASCRIPT, include_bytes!("../../web/view.js")),
         "index.js" => (JAVASCRIPT, include_bytes!("../../web/index.js")),
         "signin.js" => (JAVASCRIPT, include_bytes!("../../web/signin.js")),
         "docs.js" => (JAVASCRIPT, include_bytes!("../../web/docs.js")),
