@@ -28,7 +28,7 @@ import {
   token,
 } from "./api.js";
 import { clampCoord, clampSize, friendlyName } from "./board-core.js";
-import { openBoard } from "./boardcast-client.js";
+import { openBoardStream } from "./board-stream.js";
 import { createLive } from "./live.js";
 import { checkSignIn } from "./signin.js";
 import { createView } from "./view.js";
@@ -51,9 +51,8 @@ const KEY_MOVE_DEBOUNCE_MS = 400;
 const IDLE_MS = 8000;
 /** Typing into a note is announced at most once a second (the others forget it after 4 s). */
 const TYPING_SIGNAL_MS = 1000;
-/** A tab hidden this long closes its stream (and leaves presence) until it is shown again.
- * `window.BOARDCAST_HIDDEN_CLOSE_MS` is for tests only (README, "The board page"). */
-const HIDDEN_CLOSE_MS = Number(window.BOARDCAST_HIDDEN_CLOSE_MS) || 60_000;
+/** `window.BOARDCAST_HIDDEN_CLOSE_MS` is for tests only (README, "The board page"). */
+const HIDDEN_CLOSE_MS = Number(window.BOARDCAST_HIDDEN_CLOSE_MS) || undefined;
 const CONFLICT_MESSAGE = "Someone else changed this note — showing their version";
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -76,7 +75,7 @@ const boardPath = `/api/boards/${encodeURIComponent(boardId)}`;
 
 let myName = "";
 let board = null;
-/** The board's stream (boardcast-client.js): its `state.seq` is the last event applied. */
+/** The board's stream (board-stream.js): its `seq` is the last event applied. */
 let client = null;
 let gone = false;
 const notes = new Map(); // id -> entry (see newEntry)
@@ -110,14 +109,16 @@ window.boardcast = {
     return client ? client.signalsSent : 0;
   },
   /** Every time the stream (re)opened, as Date.now(). */
-  opens: [],
+  get opens() {
+    return client ? client.opens : [];
+  },
   cursors: () => live.cursors(),
   notes,
   viewers,
 };
 
 function currentSeq() {
-  return client ? client.state.seq : null;
+  return client ? client.seq : null;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -859,27 +860,28 @@ function setStatus(state) {
 
 function connect() {
   if (gone) return;
-  client = openBoard({
+  client = openBoardStream({
     board: boardId,
     name: myName,
     token,
-    onStatus(status) {
-      if (status === "live") window.boardcast.opens.push(Date.now());
-      if (status === "reconnecting" || status === "paused") live.clear();
-      if (status === "reconnecting" && navigator.onLine === false) setStatus("offline");
-      else setStatus(status);
-    },
-    onSnapshot: (_state, data) => onSnapshot(data),
-    onChange: (event) => onChange(event),
-    onPresence,
-    onSignal: (signal) => live.signal(signal),
-    onGone(why) {
-      if (why === "invalid_id") showGone("This address does not name a board.");
-      else if (why === "deleted" || currentSeq() !== null) showGone("This board was deleted.");
-      else showGone("There is no board at this address.");
-    },
-    onRefused(message) {
-      toast(message || describeError(new ApiError(403, "forbidden", "")), "error", 10_000);
+    hiddenCloseMs: HIDDEN_CLOSE_MS,
+    on: {
+      status(status) {
+        if (status === "reconnecting" || status === "paused" || status === "offline") live.clear();
+        setStatus(status);
+      },
+      snapshot: onSnapshot,
+      change: onChange,
+      presence: onPresence,
+      signal: (signal) => live.signal(signal),
+      gone(why) {
+        if (why === "invalid_id") showGone("This address does not name a board.");
+        else if (why === "deleted" || currentSeq() !== null) showGone("This board was deleted.");
+        else showGone("There is no board at this address.");
+      },
+      refused(message) {
+        toast(message || describeError(new ApiError(403, "forbidden", "")), "error", 10_000);
+      },
     },
   });
 }
@@ -971,8 +973,8 @@ function showGone(message) {
   overlay.querySelector("a").focus();
 }
 
-// Leaving the page: send what is still waiting for its debounce, and close the stream so
-// the others see this viewer leave at once. Back from the back/forward cache: resume.
+// Leaving the page: send what is still waiting for its debounce (the stream closes itself:
+// board-stream.js).
 window.addEventListener("pagehide", () => {
   for (const e of notes.values()) {
     clearTimeout(e.typingTimer);
@@ -982,32 +984,11 @@ window.addEventListener("pagehide", () => {
     api("PATCH", notePath(e.id), { body: e.dirty, ifMatch, name: myName, keepalive: true }).catch(() => {});
     e.dirty = {};
   }
-  client?.pause();
-});
-window.addEventListener("pageshow", (ev) => {
-  if (ev.persisted && !gone) client?.resume();
 });
 
-// A tab hidden for a while gives its connection back (browsers allow six per origin) and
-// leaves presence; shown again, it resumes from its last event: nothing missed, no reload.
-let hiddenTimer = 0;
+// A hidden tab tells the others it is idle (board-stream.js gives its stream back later).
 document.addEventListener("visibilitychange", () => {
-  clearTimeout(hiddenTimer);
-  if (document.visibilityState === "hidden") {
-    goIdle();
-    hiddenTimer = setTimeout(() => client?.pause(), HIDDEN_CLOSE_MS);
-  } else if (!gone) {
-    client?.resume();
-  }
-});
-
-window.addEventListener("offline", () => {
-  if (!gone) setStatus("offline");
-});
-// Back online: the stream may look open but be dead (another network, a sleeping laptop), and
-// the watchdog would take several heartbeats to tell. Reopen from the last event now.
-window.addEventListener("online", () => {
-  if (!gone) client?.reconnect();
+  if (document.visibilityState === "hidden") goIdle();
 });
 
 // ---------------------------------------------------------------------------------------
