@@ -30,6 +30,7 @@ import {
 import { clampCoord, clampSize, friendlyName } from "./board-core.js";
 import { openBoardStream } from "./board-stream.js";
 import { createLive } from "./live.js";
+import { createWrites } from "./outbox.js";
 import { checkSignIn } from "./signin.js";
 import { createView } from "./view.js";
 
@@ -53,7 +54,6 @@ const IDLE_MS = 8000;
 const TYPING_SIGNAL_MS = 1000;
 /** `window.BOARDCAST_HIDDEN_CLOSE_MS` is for tests only (README, "The board page"). */
 const HIDDEN_CLOSE_MS = Number(window.BOARDCAST_HIDDEN_CLOSE_MS) || undefined;
-const CONFLICT_MESSAGE = "Someone else changed this note — showing their version";
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const $ = (id) => document.getElementById(id);
@@ -318,168 +318,29 @@ function updateEmptyHint() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Writes
+// Writes: outbox.js sends what changed here and takes the server's answers back.
 
-function notePath(id) {
-  return `${boardPath}/notes/${encodeURIComponent(id)}`;
-}
-
-/** Sends what is dirty, one request per note at a time. */
-async function flush(e) {
-  if (gone || !notes.has(e.id)) return;
-  if (e.inflight) {
-    e.again = true;
-    return;
-  }
-  clearTimeout(e.retryTimer);
-  const fields = { ...e.dirty };
-  if (Object.keys(fields).length === 0) {
-    e.base = null;
-    return;
-  }
-  const withText = "text" in fields;
-  const ifMatch = withText && e.base ? e.base.version : e.server.version;
-  e.dirty = {};
-  e.inflight = { fields, ifMatch, withText };
-  render(e);
-  let retry = false;
-  try {
-    const note = await api("PATCH", notePath(e.id), { body: fields, ifMatch, name: myName });
-    e.inflight = null;
-    e.rebased = 0;
-    applyServerNote(note, { own: true, withText });
-  } catch (err) {
-    e.inflight = null;
-    if (!notes.has(e.id)) return;
-    if (err instanceof ApiError && err.status === 412 && err.body && err.body.note) {
-      const current = err.body.note;
-      if (withText && e.base && current.text === e.base.text && e.rebased < 3) {
-        // Only something other than the text changed: our words still apply on top.
-        e.rebased += 1;
-        e.base.version = Math.max(e.base.version, current.version);
-        e.dirty = { ...fields, ...e.dirty };
-        applyServerNote(current);
-        retry = true;
-      } else {
-        takeTheirs(e, current);
-        return;
-      }
-    } else if (err instanceof ApiError && err.status === 404) {
-      // The note or its board: the board's own answer tells which.
-      if (await boardIsGone()) {
-        showGone("This board was deleted.");
-      } else {
-        removeNote(e.id);
-        toast("That note was deleted by someone else.", "info");
-      }
-      return;
-    } else if (!(err instanceof ApiError) || [429, 502, 503, 504].includes(err.status)) {
-      // Transient: keep the change and try again shortly.
-      e.dirty = { ...fields, ...e.dirty };
-      const wait = err instanceof ApiError && err.retryAfter ? err.retryAfter * 1000 : 2000;
-      e.retryTimer = setTimeout(() => flush(e), wait);
-      toast(`${describeError(err)} Your change will be retried.`, "error");
-      render(e);
-      return;
-    } else {
-      // Refused for good (a limit, permissions): drop it and show the server's state.
-      toast(describeError(err), "error");
-      if (!("text" in e.dirty)) e.base = null;
-      render(e, { forceText: withText && !("text" in e.dirty) });
-      return;
-    }
-  }
-  if (retry || e.again || Object.keys(e.dirty).some((k) => k !== "text")) {
-    e.again = false;
-    flush(e);
-  } else if ("text" in e.dirty && !e.typingTimer) {
-    flush(e);
-  } else if (!("text" in e.dirty)) {
-    e.base = null;
-  }
-}
-
-/** Whether the board answers 404 (deleted, or never was); a network failure is not "gone". */
-async function boardIsGone() {
-  try {
-    await api("GET", boardPath);
-    return false;
-  } catch (err) {
-    return err instanceof ApiError && err.status === 404;
-  }
-}
-
-/** The 412 path: the server's note wins, the user is told. */
-function takeTheirs(e, current) {
-  clearTimeout(e.typingTimer);
-  e.typingTimer = 0;
-  e.dirty = {};
-  e.base = null;
-  e.gesture = null;
-  if (current.version >= e.server.version) e.server = current;
-  render(e, { forceText: true });
-  e.el.classList.remove("note-conflict");
-  void e.el.offsetWidth; // restart the highlight animation
-  e.el.classList.add("note-conflict");
-  toast(CONFLICT_MESSAGE, "info", 6000);
-}
-
-function change(e, fields) {
-  Object.assign(e.dirty, fields);
-  render(e);
-}
-
-function recolor(e, color) {
-  lastColor = color;
-  change(e, { color });
-  flush(e);
-}
-
-async function createNote(x, y, { focus = true } = {}) {
-  if (gone) return;
-  const body = {
-    text: "",
-    x: Math.round(x),
-    y: Math.round(y),
-    color: lastColor,
-    width: DEFAULT_SIZE.width,
-    height: DEFAULT_SIZE.height,
-  };
-  try {
-    const note = await api("POST", `${boardPath}/notes`, { body, name: myName });
-    // The event may have arrived first; either way the note is there once.
-    const e = applyServerNote(note) || notes.get(note.id);
-    if (e) {
-      e.el.style.zIndex = String(++topZ);
-      if (focus) e.parts.text.focus({ preventScroll: true });
-      view.ensureVisible(shown(e));
-    }
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404 && (await boardIsGone())) showGone("This board was deleted.");
-    else toast(describeError(err), "error");
-  }
-}
-
-async function deleteNote(e) {
-  if (!notes.has(e.id)) return;
-  const next = neighbour(e);
-  removeNote(e.id);
-  if (next) next.el.focus({ preventScroll: true });
-  try {
-    await api("DELETE", notePath(e.id), { name: myName });
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return; // gone already: fine
-    toast(`The note could not be deleted: ${describeError(err)}`, "error");
-    tombstones.delete(e.id);
-    try {
-      const data = await api("GET", `${boardPath}/notes`);
-      const back = data.notes.find((n) => n.id === e.id);
-      if (back) applyServerNote(back);
-    } catch {
-      // The stream will bring it back on its next snapshot or event.
-    }
-  }
-}
+const { notePath, flush, change, recolor, createNote, deleteNote } = createWrites({
+  boardPath,
+  notes,
+  tombstones,
+  DEFAULT_SIZE,
+  gone: () => gone,
+  myName: () => myName,
+  color: () => lastColor,
+  setColor(c) {
+    lastColor = c;
+  },
+  render,
+  applyServerNote,
+  removeNote,
+  showGone,
+  ensureVisible: (e) => view.ensureVisible(shown(e)),
+  neighbour,
+  raise(e) {
+    e.el.style.zIndex = String(++topZ);
+  },
+});
 
 function neighbour(e) {
   const all = [...world.querySelectorAll(".note")];

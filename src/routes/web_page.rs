@@ -73,6 +73,7 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "boardcast-client.js" => (JAVASCRIPT, include_bytes!("../../web/boardcast-client.js")),
         "live.js" => (JAVASCRIPT, include_bytes!("../../web/live.js")),
         "view.js" => (JAVASCRIPT, include_bytes!("../../web/view.js")),
+        "outbox.js" => (JAVASCRIPT, include_bytes!("../../web/outbox.js")),
         "index.js" => (JAVASCRIPT, include_bytes!("../../web/index.js")),
         "signin.js" => (JAVASCRIPT, include_bytes!("../../web/signin.js")),
         "docs.js" => (JAVASCRIPT, include_bytes!("../../web/docs.js")),
