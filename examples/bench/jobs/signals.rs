@@ -112,9 +112,12 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
     // Phase 1: change events alone.
     let mut sent = vec![vec![0u64; track + 1]; boards];
     let pg = ctx.cluster.postmaster;
+    let hist0 = server_histogram(&server.metrics().await);
     let cpu0 = CpuMark::take(server.pid, pg);
-    let mut bad_writes = write_notes(&server, &ids, 1, NOTES_BEFORE, &mut sent).await;
+    let (mut bad_writes, mut rtt_before) =
+        write_notes(&server, &ids, 1, NOTES_BEFORE, &mut sent).await;
     let cpu_before = CpuMark::take(server.pid, pg).since(&cpu0);
+    let hist1 = server_histogram(&server.metrics().await);
 
     // Phase 2: the same writes while every sender moves its cursor.
     let notify0 = notifies.signals.load(Relaxed);
@@ -136,7 +139,10 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
             ))
         })
         .collect();
-    bad_writes += write_notes(&server, &ids, NOTES_BEFORE + 1, notes_during, &mut sent).await;
+    let (failed, mut rtt_during) =
+        write_notes(&server, &ids, NOTES_BEFORE + 1, notes_during, &mut sent).await;
+    bad_writes += failed;
+    let hist2 = server_histogram(&server.metrics().await);
     let mut posted = Posted::default();
     for p in posters {
         posted.add(&p.await.unwrap_or_default());
@@ -178,6 +184,42 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
     }
     before.sort_unstable();
     during.sort_unstable();
+    // Each change's first arrival at any stream of its board, and how long after it the
+    // last stream of the board got it: the write path against the fan-out.
+    let (mut first_before, mut first_during, mut spread_before, mut spread_during) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (board, sent) in sent.iter().enumerate() {
+        for (seq, sent) in sent.iter().enumerate().skip(1) {
+            let arrivals = subs
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| i % boards == board && s.snapshot_ns > 0)
+                .filter_map(|(_, s)| s.times.get(seq).copied().filter(|at| *at > 0));
+            let (first, last) =
+                arrivals.fold((u64::MAX, 0), |(lo, hi), at| (lo.min(at), hi.max(at)));
+            if *sent == 0 || first == u64::MAX {
+                continue;
+            }
+            let (firsts, spreads) = if seq <= NOTES_BEFORE {
+                (&mut first_before, &mut spread_before)
+            } else {
+                (&mut first_during, &mut spread_during)
+            };
+            firsts.push(first.saturating_sub(*sent));
+            spreads.push(last - first);
+        }
+    }
+    for v in [
+        &mut first_before,
+        &mut first_during,
+        &mut spread_before,
+        &mut spread_during,
+        &mut rtt_before,
+        &mut rtt_during,
+    ] {
+        v.sort_unstable();
+    }
+    let p = |v: &[u64]| format!("{} / {}", ms(pct(v, 50.0)), ms(pct(v, 99.0)));
     let metric = |name: &str| metric_sum(&metrics, name);
 
     ctx.out("");
@@ -237,6 +279,20 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
         done.duplicated,
         done.ended.values().sum::<usize>(),
     ));
+    ctx.out(format!(
+        "- where a change's time goes, p50 / p99 ms without → with signals: note POST sent → 201 {} → {}; write sent → first stream of its board got it {} → {}; first → last stream of the board {} → {}",
+        p(&rtt_before),
+        p(&rtt_during),
+        p(&first_before),
+        p(&first_during),
+        p(&spread_before),
+        p(&spread_during),
+    ));
+    ctx.out(format!(
+        "- server's commit → queued on the stream (boardcast_delivery_latency_seconds), share within 1 / 2.5 / 5 / 10 / 25 / 50 ms: without signals {}; with signals {}",
+        histogram_shares(&hist0, &hist1),
+        histogram_shares(&hist1, &hist2),
+    ));
     ctx.out(format!("- CPU without signals: {cpu_before}"));
     ctx.out(format!("- CPU with signals: {cpu_during}"));
     Ok(())
@@ -244,14 +300,15 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
 
 /// Writes `per_board` notes on every board, round robin, `NOTE_GAP` apart, the first being
 /// seq `first` of each board; records when each was sent (`sent[board][seq]`). Returns how
-/// many failed.
+/// many failed and each write's round trip (sent → answer read), in ns.
 async fn write_notes(
     server: &Server,
     boards: &[String],
     first: usize,
     per_board: usize,
     sent: &mut [Vec<u64>],
-) -> usize {
+) -> (usize, Vec<u64>) {
+    let mut rtts = Vec::with_capacity(per_board * boards.len());
     let mut ticker = interval(NOTE_GAP);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failed = 0;
@@ -260,14 +317,44 @@ async fn write_notes(
         let (board, seq) = (k % boards.len(), first + k / boards.len());
         sent[board][seq] = now_ns();
         match server.post_note(&boards[board], k).await {
-            Ok(201) => {}
+            Ok(201) => rtts.push(now_ns() - sent[board][seq]),
             other => {
                 failed += 1;
                 log(format!("note {k}: {other:?}"));
             }
         }
     }
-    failed
+    (failed, rtts)
+}
+
+/// The server's delivery latency histogram: cumulative count per bucket bound (seconds).
+fn server_histogram(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("boardcast_delivery_latency_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (bound, rest) = l.split_once('"')?;
+            let count = rest.rsplit_once(' ')?.1.trim().parse().ok()?;
+            Some((bound.parse().unwrap_or(f64::INFINITY), count))
+        })
+        .collect()
+}
+
+/// Of the observations between two scrapes, the share within 1, 2.5, 5, 10, 25 and 50 ms.
+fn histogram_shares(from: &[(f64, f64)], to: &[(f64, f64)]) -> String {
+    let at = |h: &[(f64, f64)], bound: f64| {
+        h.iter()
+            .find(|(b, _)| *b == bound || (*b - bound).abs() < 1e-9)
+            .map_or(0.0, |(_, n)| *n)
+    };
+    let total = at(to, f64::INFINITY) - at(from, f64::INFINITY);
+    if total <= 0.0 || to.is_empty() {
+        return "no observations".into();
+    }
+    let shares: Vec<String> = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05]
+        .iter()
+        .map(|b| format!("{:.1} %", 100.0 * (at(to, *b) - at(from, *b)) / total))
+        .collect();
+    format!("{} (of {total:.0})", shares.join(" / "))
 }
 
 /// One sender's stream: returns the latency of every signal it received (`data.t` is the
