@@ -32,11 +32,11 @@ use tokio::{
 use super::{
     QUEUE_LIMIT,
     backoff::Reconnect,
+    body::SignalQueue,
     listener::{self, Listener, ListenerEvent},
     notification::{Decoded, Delivery, decode},
     presence::Presence,
     roster::{self, Listing, Roster},
-    signals,
     stats::{DropReason, Stats},
 };
 use crate::db::{Database, DbError};
@@ -47,6 +47,7 @@ enum Command {
         board: BoardId,
         id: u64,
         tx: mpsc::Sender<Delivery>,
+        signals: Arc<SignalQueue>,
         ready: oneshot::Sender<Result<(), DbError>>,
     },
     Unsubscribe {
@@ -88,6 +89,10 @@ impl Drop for Subscription {
 /// How long presence changes are gathered before they go out together.
 const PRESENCE_WINDOW: Duration = Duration::from_millis(50);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Notifications handled in one turn of the hub before it looks at its commands again:
+/// enough for every board's signal window of a flush (one NOTIFY per board), few enough
+/// that subscribes are not held up behind a long backlog.
+const DRAIN_AT_ONCE: usize = 256;
 
 impl Hub {
     /// Connects the listener, then runs the hub's task on the current runtime.
@@ -111,6 +116,7 @@ impl Hub {
             counts_due: HashSet::new(),
             presence_window_ends: None,
             boards: HashMap::new(),
+            signal_backlog: Vec::new(),
             ping_every: heartbeat.max(Duration::from_secs(5)),
         };
         tokio::spawn(task.run(receiver));
@@ -121,8 +127,13 @@ impl Hub {
     }
 
     /// Joins the board's fan-out; returns once the board's channel is LISTENed, so
-    /// nothing committed after this returns can be missed.
-    pub async fn subscribe(&self, board: BoardId) -> Result<Subscription, DbError> {
+    /// nothing committed after this returns can be missed. The board's signals go straight
+    /// into `signals`, the stream's body's own queue, without waking the stream's task.
+    pub async fn subscribe(
+        &self,
+        board: BoardId,
+        signals: Arc<SignalQueue>,
+    ) -> Result<Subscription, DbError> {
         let (tx, events) = mpsc::channel(QUEUE_LIMIT);
         let (ready, listening) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -137,6 +148,7 @@ impl Hub {
                 board,
                 id,
                 tx,
+                signals,
                 ready,
             })
             .map_err(|_| DbError::unavailable("the listener hub has stopped"))?;
@@ -175,12 +187,23 @@ struct HubTask {
     counts_due: HashSet<BoardId>,
     presence_window_ends: Option<Instant>,
     boards: HashMap<BoardId, BoardEntry>,
+    /// Signal batches taken from the listener, fanned out once the notifications that
+    /// arrived with them are handled (see `take_notifications`).
+    signal_backlog: Vec<(BoardId, Bytes, u64)>,
     ping_every: Duration,
+}
+
+/// A stream of a board, as the hub reaches it: its queue of deliveries (changes,
+/// presence) and its body's signal queue.
+struct Member {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    signals: Arc<SignalQueue>,
 }
 
 /// What the hub keeps for a board it serves.
 struct BoardEntry {
-    streams: Vec<(u64, mpsc::Sender<Delivery>)>,
+    streams: Vec<Member>,
     roster: Roster,
     /// Openings waiting for the roster to reach their join's version.
     waiters: Vec<(i64, oneshot::Sender<Arc<Listing>>)>,
@@ -218,14 +241,13 @@ impl HubTask {
                     Some(command) => self.command(command).await,
                     None => break,
                 },
-                signal = next_signal(&mut self.listener) => match signal {
-                    ListenerEvent::Notification { channel, payload } => self.fan_out(&channel, &payload).await,
-                    ListenerEvent::Lost(why) => {
+                signal = next_signal(&mut self.listener) => {
+                    if let Err(why) = self.take_notifications(signal).await {
                         log::warn!("shared listener lost ({why}); reconnecting");
                         self.lose();
                         reconnect_at = Some(reconnect.next_attempt());
                     }
-                },
+                }
                 _ = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
                     match self.reconnect().await {
                         Ok(()) => {
@@ -254,6 +276,37 @@ impl HubTask {
             }
         }
         self.lose();
+    }
+
+    /// Handles `first` and every notification already arrived after it (up to
+    /// [`DRAIN_AT_ONCE`]), changes and presence in order, then fans out the signal batches
+    /// among them: a change that arrived behind a burst of signal NOTIFYs (every board's
+    /// window is flushed in one statement) reaches its streams before that burst's work.
+    /// Signals are not ordered with change events (the contract), so this reorders
+    /// nothing that is promised. `Err`: the connection is gone.
+    async fn take_notifications(&mut self, first: ListenerEvent) -> Result<(), String> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        let mut outcome = Ok(());
+        while let Some(event) = next.take() {
+            match event {
+                ListenerEvent::Notification { channel, payload } => {
+                    self.fan_out(&channel, &payload).await;
+                }
+                ListenerEvent::Lost(why) => {
+                    outcome = Err(why);
+                    break;
+                }
+            }
+            taken += 1;
+            if taken < DRAIN_AT_ONCE {
+                next = self.listener.as_mut().and_then(Listener::try_recv);
+            }
+        }
+        for (board, frames, count) in std::mem::take(&mut self.signal_backlog) {
+            self.send_signals(board, frames, count);
+        }
+        outcome
     }
 
     fn presence_due(&self) -> Instant {
@@ -373,16 +426,17 @@ impl HubTask {
                 board,
                 id,
                 tx,
+                signals,
                 ready,
             } => {
-                let result = self.add(board, id, tx).await;
+                let result = self.add(board, Member { id, tx, signals }).await;
                 let _ = ready.send(result);
             }
             Command::Unsubscribe { board, id } => {
                 let Some(entry) = self.boards.get_mut(&board) else {
                     return;
                 };
-                entry.streams.retain(|(sid, _)| *sid != id);
+                entry.streams.retain(|member| member.id != id);
                 if entry.streams.is_empty() {
                     if entry.roster.tally().crowd {
                         self.stats.crowd_changed(board, false);
@@ -412,17 +466,12 @@ impl HubTask {
         }
     }
 
-    async fn add(
-        &mut self,
-        board: BoardId,
-        id: u64,
-        tx: mpsc::Sender<Delivery>,
-    ) -> Result<(), DbError> {
+    async fn add(&mut self, board: BoardId, member: Member) -> Result<(), DbError> {
         let Some(listener) = &self.listener else {
             return Err(DbError::unavailable("the shared listener is reconnecting"));
         };
         if let Some(entry) = self.boards.get_mut(&board) {
-            entry.streams.push((id, tx));
+            entry.streams.push(member);
             return Ok(());
         }
         // LISTEN first, then read: every presence change after the read is announced to
@@ -444,7 +493,7 @@ impl HubTask {
         self.boards.insert(
             board,
             BoardEntry {
-                streams: vec![(id, tx)],
+                streams: vec![member],
                 roster,
                 waiters: Vec::new(),
             },
@@ -468,7 +517,7 @@ impl HubTask {
                 return;
             }
             Decoded::Signals { frames, count } => {
-                self.send_signals(board, frames, count);
+                self.signal_backlog.push((board, frames, count));
                 return;
             }
             // Gone from the log (pruned or the board deleted) or unreadable for now: the
@@ -537,28 +586,29 @@ impl HubTask {
         };
         entry
             .streams
-            .retain(|(_, tx)| match tx.try_send(event.clone()) {
+            .retain(|member| match member.tx.try_send(event.clone()) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
             });
         // An emptied board is UNLISTENed when its subscriptions' unsubscribes arrive.
     }
 
-    /// Offers a signal batch to every stream of `board` with room for it. Unlike a change,
-    /// a signal that does not fit is dropped and the stream stays: signals are latest-wins.
+    /// Queues a signal batch (encoded once, shared) on the body of every stream of
+    /// `board`. It never waits and never ends a stream: a stream whose client is behind
+    /// loses its oldest signals (`overload`), never a change.
     fn send_signals(&mut self, board: BoardId, frames: Bytes, count: u64) {
         let Some(entry) = self.boards.get(&board) else {
             return;
         };
-        for (_, tx) in &entry.streams {
-            let event = Delivery::Signals {
-                frames: frames.clone(),
-                count,
-            };
-            let sent = signals::has_room(tx.capacity()) && tx.try_send(event).is_ok();
-            if !sent && !tx.is_closed() {
-                self.stats.signal_dropped(DropReason::Overload, count);
-            }
+        let (mut queued, mut dropped) = (0, 0);
+        for member in &entry.streams {
+            let offered = member.signals.offer(frames.clone(), count);
+            queued += offered.queued;
+            dropped += offered.dropped;
+        }
+        self.stats.signals_delivered(queued);
+        if dropped > 0 {
+            self.stats.signal_dropped(DropReason::Overload, dropped);
         }
     }
 }

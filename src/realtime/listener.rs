@@ -119,6 +119,11 @@ impl Listener {
             .unwrap_or_else(|| ListenerEvent::Lost("listener driver ended".into()))
     }
 
+    /// A notification (or the news of the loss) that has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<ListenerEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// Whether the backend answers within `limit`. A hung backend (stopped, or behind a
     /// dead network path) is not noticed by TCP keepalive, since the kernel still ACKs.
     pub async fn ping(&self, limit: Duration) -> bool {

@@ -3,6 +3,7 @@
 //! stream (client gone, slow, shutdown, board deleted).
 
 mod backoff;
+mod body;
 pub(crate) mod hub;
 pub(crate) mod listener;
 pub(crate) mod notification;
@@ -15,18 +16,10 @@ mod stream;
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll},
+    sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
-use bytes::Bytes;
-use futures_util::Stream;
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -36,6 +29,7 @@ use crate::config::Settings;
 use crate::db::{Database, DbError, boards, events, notes};
 use crate::domain::{ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
+pub(crate) use body::EventBody;
 use hub::Hub;
 use presence::Presence;
 use roster::Listing;
@@ -184,13 +178,16 @@ impl Live {
         })?;
         let client_slot = self.claim_client_slot(&request.client_key)?;
 
+        // Signal frames wait for the client beside its change queue, filled by the hub
+        // (shared mode) or the stream task.
+        let signal_queue = Arc::new(body::SignalQueue::default());
         // LISTEN first: whatever commits after this is heard, so the opening read below
         // and the live events after it leave no gap.
         let source = match &self.hub {
             Some(hub) => {
                 let mut subscriptions = Vec::with_capacity(request.boards.len());
                 for board in &request.boards {
-                    subscriptions.push(hub.subscribe(*board).await?);
+                    subscriptions.push(hub.subscribe(*board, signal_queue.clone()).await?);
                 }
                 stream::Source::Shared(stream::Subscriptions::new(subscriptions))
             }
@@ -262,6 +259,7 @@ impl Live {
             lanes,
             presence: self.presence.clone(),
             tx,
+            signal_queue: signal_queue.clone(),
             counts_crowds: self.hub.is_none(),
             source,
             expires_at: request.expires_at.map(|at| {
@@ -277,7 +275,7 @@ impl Live {
             _slots: (slot, client_slot),
         };
         tokio::spawn(task.run());
-        Ok(EventBody { rx, abandoned })
+        Ok(EventBody::new(rx, signal_queue, abandoned))
     }
 
     fn claim_client_slot(&self, key: &str) -> Result<ClientSlot, ApiError> {
@@ -431,37 +429,3 @@ type Slots = (OwnedSemaphorePermit, ClientSlot);
 
 /// One board of an opening: how it begins, its viewer, and its presence as of the join.
 type Start = (BoardId, Opening, Viewer, Arc<Listing>);
-
-/// The response body of a stream: frames queued by its task. Dropping it (the client went
-/// away) closes the queue, which the task notices at once.
-pub(crate) struct EventBody {
-    rx: mpsc::Receiver<Bytes>,
-    /// Set when the body is dropped with frames the client never took: the client had
-    /// stopped reading (a zero window cut by TCP_USER_TIMEOUT), which is `slow`.
-    abandoned: Arc<AtomicBool>,
-}
-
-impl EventBody {
-    /// Drops a body whose client left before it was handed over: its stream task sees the
-    /// channel close and ends as `client_gone` (not `slow`: the client never read at all).
-    pub fn discard(mut self) {
-        self.rx.close();
-        while self.rx.try_recv().is_ok() {}
-    }
-}
-
-impl Drop for EventBody {
-    fn drop(&mut self) {
-        if !self.rx.is_empty() {
-            self.abandoned.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Stream for EventBody {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
-    }
-}

@@ -42,8 +42,6 @@ pub enum Delivery {
     /// The listener was lost and is back: notifications may be missing, so catch up from
     /// the log; `presence` is the board's presence as it is now.
     Resync { presence: Arc<Listing> },
-    /// A batch of `count` signal frames, as one instance sent them (see `signals`).
-    Signals { frames: Bytes, count: u64 },
 }
 
 /// What one notification becomes.

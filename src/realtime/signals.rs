@@ -10,9 +10,11 @@
 //! for the whole deployment, and the NOTIFYs for signals grow with boards × instances ×
 //! windows, never with the number of senders.
 //!
-//! Signals never hold up change events: a stream whose queue is half full gets no signals
-//! (they are dropped, `reason="overload"`) rather than being pushed towards the slow-client
-//! bar, and they are never written to the log, so no replay holds one.
+//! Signals never hold up change events: they wait for each client in a queue of their own
+//! beside its change queue (`body`), which the body reads only once the change queue is
+//! empty, and which drops its oldest batches (`reason="overload"`) rather than grow or push
+//! a stream towards the slow-client bar. They are never written to the log, so no replay
+//! holds one.
 
 use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -28,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    QUEUE_LIMIT, sse,
+    sse,
     stats::{DropReason, Stats},
 };
 use crate::db::{Database, boards, events, presence};
@@ -319,12 +321,6 @@ pub fn frames_of(payload: &str) -> Option<(Bytes, u64)> {
     Some((Bytes::copy_from_slice(payload.as_bytes()), count))
 }
 
-/// Whether a queue has room for signals: they may use only its first half, so a burst of
-/// them can never push a stream past the slow-client bar or delay a change event.
-pub fn has_room(capacity_left: usize) -> bool {
-    capacity_left > QUEUE_LIMIT / 2
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,11 +367,5 @@ mod tests {
         let text = std::str::from_utf8(&bytes).expect("utf8");
         assert!(!text.lines().any(|l| l.starts_with("id")), "no id: {text}");
         assert!(frames_of("{\"seq\":1,\"type\":\"note.created\"}").is_none());
-    }
-
-    #[test]
-    fn signals_use_only_the_first_half_of_a_queue() {
-        assert!(has_room(QUEUE_LIMIT));
-        assert!(!has_room(QUEUE_LIMIT / 2));
     }
 }

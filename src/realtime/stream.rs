@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Opening, Slots,
     backoff::Reconnect,
+    body::SignalQueue,
     hub::Subscription,
     listener::{self, Listener, ListenerEvent},
     notification::{self, Decoded, Delivery},
@@ -114,6 +115,8 @@ pub(super) struct StreamTask {
     pub lanes: Vec<Lane>,
     pub presence: Arc<Presence>,
     pub tx: mpsc::Sender<Bytes>,
+    /// The body's signal queue (per-stream mode fills it here; the hub fills it directly).
+    pub signal_queue: Arc<SignalQueue>,
     pub source: Source,
     /// Set by the body if it was dropped holding undelivered frames.
     pub abandoned: Arc<AtomicBool>,
@@ -537,7 +540,10 @@ impl StreamTask {
         let board = self.lanes[lane].board;
         let delivery = match notification::decode(&self.db, board, payload).await {
             Decoded::Change(delivery) => delivery,
-            Decoded::Signals { frames, count } => Delivery::Signals { frames, count },
+            Decoded::Signals { frames, count } => {
+                self.offer_signals(frames, count);
+                return Ok(());
+            }
             Decoded::Presence(batch) => return self.on_presence(lane, &batch, progress).await,
             Decoded::Missing => return Err(CloseReason::HistoryGone),
             Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
@@ -593,10 +599,6 @@ impl StreamTask {
                 Ok(())
             }
             Delivery::Resync { presence } => self.resync(lane, &presence, progress).await,
-            Delivery::Signals { frames, count } => {
-                self.push_signals(frames, count, progress);
-                Ok(())
-            }
         }
     }
 
@@ -632,14 +634,14 @@ impl StreamTask {
         Ok(())
     }
 
-    /// Queues a signal batch if the queue is at most half full; otherwise drops it, so
-    /// signals can never make a stream slow or hold up its change events.
-    fn push_signals(&self, frames: Bytes, count: u64, progress: &mut Progress) {
-        if signals::has_room(self.tx.capacity()) && self.tx.try_send(frames).is_ok() {
-            progress.sent += 1;
-            self.stats.signals_delivered(count);
-        } else if !self.tx.is_closed() {
-            self.stats.signal_dropped(DropReason::Overload, count);
+    /// Per-stream mode: queues a signal batch beside the change queue, where it can
+    /// neither hold up a change nor make the stream slow (see `body`).
+    fn offer_signals(&self, frames: Bytes, count: u64) {
+        let offered = self.signal_queue.offer(frames, count);
+        self.stats.signals_delivered(offered.queued);
+        if offered.dropped > 0 {
+            self.stats
+                .signal_dropped(DropReason::Overload, offered.dropped);
         }
     }
 
