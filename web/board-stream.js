@@ -49,6 +49,8 @@ export class BoardStream {
   /** @param {StreamOptions} options */
   constructor(options) {
     this.options = options;
+    /** A stream of this tab's own. */
+    this.mode = "tab";
     /** Every time the stream (re)opened, as Date.now(). @type {number[]} */
     this.opens = [];
     this.closed = false;
@@ -137,7 +139,188 @@ export class BoardStream {
   }
 }
 
-/** Opens the board's stream for this tab; see `BoardStream`. @param {StreamOptions} options */
+/**
+ * The board's stream through the SharedWorker (stream-worker.js), which holds one stream
+ * for every tab of the origin: the same face as `BoardStream`.
+ */
+export class SharedBoardStream {
+  /** @param {StreamOptions} options @param {SharedWorker} worker */
+  constructor(options, worker) {
+    this.options = options;
+    /** The stream every tab shares. */
+    this.mode = "shared";
+    this.port = worker.port;
+    /** Answers to `stats()`, oldest first. @type {((stats: any) => void)[]} */
+    this.waiting = [];
+    /** @type {number[]} */
+    this.opens = [];
+    this.closed = false;
+    this.paused = false;
+    /** @type {number | null} */
+    this.seq = null;
+    /** @type {Viewer | null} */
+    this.you = null;
+    this.heartbeatMs = 15_000;
+    this.signalsSent = 0;
+    /** @type {Status | "offline" | null} */
+    this.status = null;
+    this.port.onmessage = (m) => this.receive(m.data || {});
+    this.port.start();
+    this.setStatus("connecting");
+    this.subscribe();
+    // The worker drops a tab it has not heard from for a while (closed, crashed, frozen).
+    setInterval(() => this.port.postMessage({ type: "ping", token: options.token() || null }), PING_MS);
+    this.watchLifecycle(options.hiddenCloseMs || HIDDEN_CLOSE_MS);
+  }
+
+  subscribe() {
+    const { board, name, token } = this.options;
+    this.port.postMessage({ type: "open", board, name, token: token() || null });
+  }
+
+  /** Leaves the board (the stream drops it unless another tab shows it). */
+  pause() {
+    if (this.closed || this.paused) return;
+    this.paused = true;
+    this.you = null;
+    this.port.postMessage({ type: "close", board: this.options.board });
+    this.setStatus("paused");
+  }
+
+  resume() {
+    if (this.closed || !this.paused) return;
+    this.paused = false;
+    this.setStatus("reconnecting");
+    this.subscribe();
+  }
+
+  /** @param {string} kind @param {Record<string, any>} data */
+  signal(kind, data) {
+    if (!this.you || this.paused || this.closed) return;
+    this.signalsSent += 1;
+    this.port.postMessage({ type: "signal", board: this.options.board, kind, data });
+  }
+
+  /** Every tab's stream reopens under the new name (one name per profile). @param {string} name */
+  rename(name) {
+    this.options.name = name;
+    this.port.postMessage({ type: "rename", name });
+  }
+
+  close() {
+    if (this.closed) return;
+    this.port.postMessage({ type: "close", board: this.options.board });
+    this.closed = true;
+  }
+
+  /** @param {Status | "offline"} status */
+  setStatus(status) {
+    if (status === "live" && this.status !== "live") this.opens.push(Date.now());
+    this.status = status;
+    this.options.on.status(status);
+  }
+
+  /**
+   * What the worker holds, for tests and the curious: its tabs and, per stream, the boards,
+   * status, cursor and session.
+   * @returns {Promise<{tabs: number, streams: {boards: string[], status: string, cursor: string, session: string}[]}>}
+   */
+  stats() {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.port.postMessage({ type: "stats" });
+    });
+  }
+
+  /** @param {any} msg */
+  receive(msg) {
+    if (msg.type === "stats") {
+      this.waiting.shift()?.(msg);
+      return;
+    }
+    if (msg.type === "pong") {
+      if (msg.heartbeatMs) this.heartbeatMs = msg.heartbeatMs;
+      return;
+    }
+    if (msg.board !== this.options.board || this.closed || this.paused) return;
+    const on = this.options.on;
+    switch (msg.type) {
+      case "status":
+        if (msg.heartbeatMs) this.heartbeatMs = msg.heartbeatMs;
+        this.setStatus(msg.status === "reconnecting" && navigator.onLine === false ? "offline" : msg.status);
+        break;
+      case "snapshot":
+        this.seq = msg.snapshot.seq;
+        on.snapshot(msg.snapshot);
+        break;
+      case "change":
+        // The worker folds each event once, in order; a tab that caught up from its
+        // snapshot may still be handed one it has.
+        if (this.seq !== null && msg.event.seq <= this.seq) return;
+        this.seq = msg.event.seq;
+        on.change(msg.event);
+        break;
+      case "presence":
+        if (msg.update.type === "list") this.you = msg.update.you;
+        on.presence(msg.update);
+        break;
+      case "signal":
+        on.signal(msg.signal);
+        break;
+      case "gone":
+        this.closed = true;
+        on.gone(msg.why);
+        break;
+      case "refused":
+        on.refused(msg.message, msg.status);
+        break;
+      default:
+    }
+  }
+
+  /** @param {number} hiddenCloseMs */
+  watchLifecycle(hiddenCloseMs) {
+    window.addEventListener("pagehide", () => this.pause());
+    window.addEventListener("pageshow", (ev) => {
+      if (ev.persisted) this.resume();
+    });
+    // As a tab's own stream does (BoardStream): a tab hidden for a while leaves the board's
+    // presence; the connection itself is shared, so this frees none.
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let hiddenTimer;
+    document.addEventListener("visibilitychange", () => {
+      clearTimeout(hiddenTimer);
+      if (document.visibilityState === "hidden") hiddenTimer = setTimeout(() => this.pause(), hiddenCloseMs);
+      else this.resume();
+    });
+    window.addEventListener("offline", () => {
+      if (!this.closed) this.setStatus("offline");
+    });
+    window.addEventListener("online", () => {
+      if (!this.closed) this.port.postMessage({ type: "reconnect" });
+    });
+  }
+}
+
+/** How often a tab tells the worker it is still there (the worker drops it after 6 s). */
+const PING_MS = 2_000;
+/** Where the shared worker is served (src/routes/web_page.rs). */
+const WORKER_URL = "/static/stream-worker.js";
+
+/**
+ * Opens the board's stream for this tab: through the one stream every tab of the origin
+ * shares (a SharedWorker), or, where there is none (Chrome on Android) or it fails to
+ * start, a stream of this tab's own.
+ * @param {StreamOptions} options
+ * @returns {BoardStream | SharedBoardStream}
+ */
 export function openBoardStream(options) {
-  return new BoardStream(options);
+  if (typeof SharedWorker !== "function") return new BoardStream(options);
+  let worker;
+  try {
+    worker = new SharedWorker(WORKER_URL, { type: "module", name: "boardcast-streams" });
+  } catch {
+    return new BoardStream(options);
+  }
+  return new SharedBoardStream(options, worker);
 }

@@ -108,6 +108,10 @@ window.boardcast = {
   get signalsSent() {
     return client ? client.signalsSent : 0;
   },
+  /** The stream (board-stream.js): `mode` "shared" (the SharedWorker) or "tab". */
+  get stream() {
+    return client;
+  },
   /** Every time the stream (re)opened, as Date.now(). */
   get opens() {
     return client ? client.opens : [];

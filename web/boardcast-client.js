@@ -1,7 +1,8 @@
 // @ts-check
-// boardcast-client: follow one board live from any page or from Node.
+// boardcast-client: follow one board, or many on one connection, live from any page or
+// from Node.
 //
-//   import { openBoard } from "/static/boardcast-client.js";
+//   import { openBoard, openBoards } from "/static/boardcast-client.js";
 //   const client = openBoard({
 //     board: "6f1c…",
 //     name: "Ana",
@@ -11,13 +12,18 @@
 //   });
 //   client.signal("cursor", { x: 120, y: 80 });
 //
-// What it does for you: folds the snapshot and every change into `client.state` (in seq
-// order, each once); resumes with the last event id after any break, so nothing is missed
-// or doubled; notices a gap in the ids and catches up; lets the browser's EventSource
-// reconnect by itself (so the server's `retry:`, jittered at a deploy, is honoured) and
-// steps in only when the stream goes silent or is refused; sends signals within the
-// server's rate, latest-wins per kind and note; asks `token()` for a token at every
-// (re)connect, so an app can hand it a fresh one before the old one expires.
+//   const many = openBoards({ boards: [a, b], onChange: (board, event, state) => … });
+//   many.setBoards([a, b, c]); // reopens with the cursor and the same session
+//
+// What it does for you: folds the snapshot and every change into the board's state (in
+// seq order, each once); resumes with the last event id (one board) or the cursor (many)
+// after any break, so nothing is missed or doubled; notices a gap in a board's ids and
+// catches up; lets the browser's EventSource reconnect by itself (so the server's `retry:`,
+// jittered at a deploy, is honoured) and steps in only when the stream goes silent or is
+// refused; sends signals within the server's rate, latest-wins per kind and note; asks
+// `token()` for a token at every (re)connect, so an app can hand it a fresh one before the
+// old one expires; reopens with the same `session`, so the server keeps the viewer and
+// nobody sees it leave and rejoin.
 
 import { CHANGE_TYPES, applyChange, applySnapshot, emptyBoard } from "./board-core.js";
 
@@ -43,25 +49,51 @@ import { CHANGE_TYPES, applyChange, applySnapshot, emptyBoard } from "./board-co
 /** @typedef {"connecting" | "live" | "reconnecting" | "paused" | "gone" | "closed"} Status */
 
 /**
- * @typedef {Object} ClientOptions
- * @property {string} board the board's id
+ * What both kinds of client take.
+ * @typedef {Object} CommonOptions
  * @property {string} [baseUrl] where the API is; default: this page's origin
  * @property {string} [name] display name in presence (auth off; with auth on the token's)
  * @property {() => (string | null | undefined | Promise<string | null | undefined>)} [token]
  *   asked at every (re)connect and signal: return the current token, or nothing
- * @property {number | null} [lastEventId] resume after this event instead of a snapshot
- * @property {(state: BoardState, snapshot: Snapshot) => void} [onSnapshot]
- * @property {(event: ChangeEvent, state: BoardState) => void} [onChange]
- * @property {(update: PresenceUpdate) => void} [onPresence]
- * @property {(signal: Signal) => void} [onSignal] others' signals (own ones are skipped)
+ * @property {string} [session] the stream's `session` (1–64 of `[A-Za-z0-9_-]`); default:
+ *   random per client. Reopening with it keeps this client's viewers (no leave/rejoin).
  * @property {(status: Status) => void} [onStatus]
- * @property {(why: string) => void} [onGone] the board does not exist (any more)
- * @property {(message: string, status: number) => void} [onRefused] 401/403 on the stream
- * @property {number} [signalsPerSecond] the most signals sent per second; default 20 (the
- *   server allows SIGNAL_RATE_LIMIT, 30 by default)
+ * @property {number} [signalsPerSecond] the most signals sent per second (per board);
+ *   default 20 (the server allows SIGNAL_RATE_LIMIT, 30 by default)
  * @property {number} [heartbeatMs] the server's heartbeat interval until one is measured
  * @property {new (url: string) => EventSource} [EventSource] for Node: e.g. npm `eventsource`
  * @property {typeof fetch} [fetch]
+ */
+
+/**
+ * @typedef {CommonOptions & {
+ *   board: string,
+ *   lastEventId?: number | null,
+ *   onSnapshot?: (state: BoardState, snapshot: Snapshot) => void,
+ *   onChange?: (event: ChangeEvent, state: BoardState) => void,
+ *   onPresence?: (update: PresenceUpdate) => void,
+ *   onSignal?: (signal: Signal) => void,
+ *   onGone?: (why: string) => void,
+ *   onRefused?: (message: string, status: number) => void,
+ * }} ClientOptions
+ * One board: `board` its id; `lastEventId` resumes after this event instead of a snapshot;
+ * `onSignal` gets others' signals (own ones are skipped); `onGone` says the board does not
+ * exist (any more); `onRefused` a 401/403 on the stream.
+ */
+
+/**
+ * @typedef {CommonOptions & {
+ *   boards: string[],
+ *   onSnapshot?: (board: string, state: BoardState, snapshot: Snapshot) => void,
+ *   onChange?: (board: string, event: ChangeEvent, state: BoardState) => void,
+ *   onPresence?: (board: string, update: PresenceUpdate) => void,
+ *   onSignal?: (board: string, signal: Signal) => void,
+ *   onGone?: (board: string, why: string) => void,
+ *   onRefused?: (board: string | null, message: string, status: number) => void,
+ * }} BoardsOptions
+ * Many boards on one stream: the same callbacks, each naming its board. `onGone` drops the
+ * board from the set; `onRefused` with a board: that board is refused (403) and dropped;
+ * with null: the token is (401), and the client tries again later.
  */
 
 /** Missed heartbeats after which a silent stream is given up. */
@@ -72,6 +104,8 @@ const RECONNECTING_PATIENCE_MS = 15_000;
 /** Our own reconnects (silence, a refused stream): backoff from 0.5 s up to 10 s, jittered. */
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 10_000;
+/** The server's `MAX_BOARDS_PER_STREAM` default: more boards than this need a second stream. */
+export const MAX_BOARDS_PER_STREAM = 20;
 
 /** Opens a board's stream; see `BoardClient`. @param {ClientOptions} options */
 export function openBoard(options) {
@@ -80,28 +114,28 @@ export function openBoard(options) {
   return client;
 }
 
-export class BoardClient {
-  /** @param {ClientOptions} options */
+/** Opens one stream for many boards; see `BoardsClient`. @param {BoardsOptions} options */
+export function openBoards(options) {
+  const client = new BoardsClient(options);
+  client.open();
+  return client;
+}
+
+/**
+ * What both clients share: one EventSource, its watchdog and heartbeat measure, the
+ * reconnect schedule, the status, requests with the token. Subclasses say what URL to open
+ * (`streamUrl`), what to do with its events (`listen`) and with a refused stream (`diagnose`).
+ */
+class StreamClient {
+  /** @param {CommonOptions} options */
   constructor(options) {
-    if (!options || !options.board) throw new TypeError("openBoard needs a board id");
-    /** @type {ClientOptions} */
-    this.options = { ...options };
-    /** The board as folded so far. @type {BoardState} */
-    this.state = emptyBoard();
-    if (options.lastEventId !== undefined && options.lastEventId !== null) {
-      this.state.seq = Number(options.lastEventId);
-    }
-    /** This client's viewer (what its signals are sent as); null until the stream opens. @type {Viewer | null} */
-    this.you = null;
     /** @type {Status} */
     this.status = "closed";
-    /** Signals this client has sent, for curious callers and tests. */
-    this.signalsSent = 0;
     /** The heartbeat interval as measured (median of the last gaps). */
     this.heartbeatMs = options.heartbeatMs || 15_000;
     this.base = (options.baseUrl || "").replace(/\/$/, "");
-    /** Random per client: the server may keep the viewer across a quick reconnect. */
-    this.session = randomId();
+    /** Kept across reopens: the server keeps the viewer across a quick reconnect. */
+    this.session = options.session || randomId();
     /** @type {EventSource | null} */
     this.es = null;
     this.attempt = 0;
@@ -110,22 +144,30 @@ export class BoardClient {
     /** @type {number[]} */
     this.gaps = [];
     this.lastBeat = 0;
-    /** Signals waiting for their turn, latest per kind and note. @type {Map<string, {kind: string, data: Record<string, any>}>} */
-    this.outbox = new Map();
-    this.nextSignalAt = 0;
-    this.signalTimer = /** @type {ReturnType<typeof setTimeout> | undefined} */ (undefined);
     this.generation = 0;
+    this.keepStatus = false;
+    /** @type {CommonOptions} */
+    this.common = options;
   }
 
-  /** Opens (or re-opens) the stream, resuming after `state.seq` when there is one. */
+  /** Whether the first snapshot is still to come (status "connecting" rather than "reconnecting"). */
+  fresh() {
+    return this.attempt === 0;
+  }
+
+  /** Opens (or re-opens) the stream, resuming where it left off. */
   async open() {
     if (this.status === "gone") return;
     this.stop();
     const generation = ++this.generation;
-    this.setStatus(this.state.seq === null && this.attempt === 0 ? "connecting" : "reconnecting");
+    // A live stream reopened to change what it carries stays "live" to its listeners
+    // unless the new one fails.
+    if (!this.keepStatus) this.setStatus(this.fresh() ? "connecting" : "reconnecting");
+    this.keepStatus = false;
     const url = await this.streamUrl();
     if (generation !== this.generation) return; // closed or re-opened meanwhile
-    const Source = this.options.EventSource || globalThis.EventSource;
+    if (url === null) return;
+    const Source = this.common.EventSource || globalThis.EventSource;
     const es = new Source(url);
     this.es = es;
     this.armWatchdog();
@@ -147,29 +189,7 @@ export class BoardClient {
       this.armWatchdog();
       this.setStatus("live");
     });
-    on("snapshot", (data) => {
-      this.attempt = 0;
-      applySnapshot(this.state, data);
-      this.options.onSnapshot?.(this.state, data);
-    });
-    for (const type of CHANGE_TYPES) on(type, (data) => this.onChange(data));
-    on("presence", (data) => {
-      const viewers = data.viewers || [];
-      this.you = data.you || guessYou(viewers, this.options.name) || this.you;
-      const count = typeof data.count === "number" ? data.count : viewers.length;
-      this.options.onPresence?.({ type: "list", you: this.you, viewers, count });
-    });
-    on("presence.joined", (data) =>
-      this.options.onPresence?.({ type: "joined", viewer: data.viewer, count: data.count ?? null }),
-    );
-    on("presence.left", (data) =>
-      this.options.onPresence?.({ type: "left", viewer: data.viewer, count: data.count ?? null }),
-    );
-    on("presence.count", (data) => this.options.onPresence?.({ type: "count", count: data.count }));
-    on("signal", (data) => {
-      if (this.you && data.viewer && data.viewer.id === this.you.id) return;
-      this.options.onSignal?.(data);
-    });
+    this.listen(on);
     on("heartbeat", () => {
       this.attempt = 0;
       const now = Date.now();
@@ -212,7 +232,7 @@ export class BoardClient {
     if (this.status === "gone" || this.status === "closed") return;
     this.stop();
     this.generation += 1;
-    this.you = null;
+    this.forgetViewers();
     this.setStatus("paused");
   }
 
@@ -234,47 +254,41 @@ export class BoardClient {
 
   /** Re-opens under a new display name; the stream resumes from the last event. @param {string} name */
   rename(name) {
-    this.options.name = name;
+    this.common.name = name;
     if (this.status === "paused" || this.status === "closed" || this.status === "gone") return;
     this.attempt = 0;
     this.open();
   }
 
-  /**
-   * Sends a signal to everyone on the board, within `signalsPerSecond`; a newer signal of
-   * the same kind (and `note_id`) replaces one still waiting. Best effort: nothing is sent
-   * while the stream is not open, and refusals are not retried.
-   * @param {string} kind
-   * @param {Record<string, any>} data
-   */
-  signal(kind, data) {
-    if (!this.you || this.status === "gone" || this.status === "closed" || this.status === "paused") return;
-    const key = `${kind}\u0000${data && data.note_id !== undefined ? data.note_id : ""}`;
-    this.outbox.set(key, { kind, data: data || {} });
-    this.pump();
+  // -- for subclasses ----------------------------------------------------------------------
+
+  /** @returns {Promise<string | null>} the stream's address; null: nothing to open */
+  async streamUrl() {
+    return null;
   }
 
-  // -- internals -------------------------------------------------------------------------
+  /** @param {(type: string, fn: (data: any, ev: MessageEvent) => void) => void} _on */
+  listen(_on) {}
 
-  /** @param {ChangeEvent} event */
-  onChange(event) {
-    this.attempt = 0;
-    const verdict = applyChange(this.state, event);
-    if (verdict === "gap") {
-      // Something was missed: resume from the last event folded in; the server replays.
-      this.reconnectSoon(0);
-      return;
-    }
-    if (verdict !== "applied") return;
-    this.options.onChange?.(event, this.state);
-    if (event.type === "board.deleted") this.markGone("deleted");
+  /** After a refused stream. */
+  async diagnose() {}
+
+  /** The viewers the stream gave this client are no longer its own (paused). */
+  forgetViewers() {}
+
+  /** Query parameters every stream sends: name, session, token. */
+  async commonQuery() {
+    const q = new URLSearchParams();
+    if (this.common.name) q.set("name", this.common.name);
+    q.set("session", this.session);
+    const token = await this.token();
+    if (token) q.set("access_token", token);
+    return q;
   }
 
   stop() {
     clearTimeout(this.watchdog);
     clearTimeout(this.retryTimer);
-    clearTimeout(this.signalTimer);
-    this.outbox.clear();
     if (this.es) {
       this.es.close();
       this.es = null;
@@ -285,15 +299,7 @@ export class BoardClient {
   setStatus(status) {
     if (this.status === status) return;
     this.status = status;
-    this.options.onStatus?.(status);
-  }
-
-  /** @param {string} why */
-  markGone(why) {
-    this.stop();
-    this.generation += 1;
-    this.setStatus("gone");
-    this.options.onGone?.(why);
+    this.common.onStatus?.(status);
   }
 
   /** @param {number} [atLeastMs] */
@@ -318,62 +324,13 @@ export class BoardClient {
     this.retryTimer = setTimeout(() => this.open(), delay);
   }
 
-  /** After a refused stream: the board's own answer says whether to go on. */
-  async diagnose() {
-    const generation = this.generation;
-    let status = 0;
-    let message = "";
+  /** The status a board's own `GET` answers (0: the network failed). @param {string} board */
+  async boardStatus(board) {
     try {
-      const res = await this.request("GET", `/api/boards/${encodeURIComponent(this.options.board)}`);
-      status = res.status;
-      if (!res.ok) message = await errorMessage(res);
+      const res = await this.request("GET", `/api/boards/${encodeURIComponent(board)}`);
+      return { status: res.status, message: res.ok ? "" : await errorMessage(res) };
     } catch {
-      status = 0; // the network: try again
-    }
-    if (generation !== this.generation) return;
-    if (status === 404 || status === 400) {
-      this.markGone(status === 404 ? "not_found" : "invalid_id");
-      return;
-    }
-    if (status === 401 || status === 403) this.options.onRefused?.(message, status);
-    this.reconnectSoon();
-  }
-
-  /** Sends what waits in the outbox, one signal per 1/signalsPerSecond. */
-  pump() {
-    clearTimeout(this.signalTimer);
-    const spacing = 1000 / (this.options.signalsPerSecond || 20);
-    const now = Date.now();
-    if (now < this.nextSignalAt) {
-      this.signalTimer = setTimeout(() => this.pump(), this.nextSignalAt - now);
-      return;
-    }
-    const first = this.outbox.entries().next();
-    if (first.done) return;
-    const [key, { kind, data }] = first.value;
-    this.outbox.delete(key);
-    this.nextSignalAt = now + spacing;
-    this.post(kind, data);
-    if (this.outbox.size > 0) this.signalTimer = setTimeout(() => this.pump(), spacing);
-  }
-
-  /** @param {string} kind @param {Record<string, any>} data */
-  async post(kind, data) {
-    const you = this.you;
-    if (!you) return;
-    this.signalsSent += 1;
-    try {
-      const res = await this.request(
-        "POST",
-        `/api/boards/${encodeURIComponent(this.options.board)}/signals`,
-        { viewer: you.id, kind, data },
-      );
-      if (res.status === 429) {
-        const wait = Number(res.headers.get("Retry-After")) || 1;
-        this.nextSignalAt = Date.now() + wait * 1000;
-      }
-    } catch {
-      // Signals are best effort: the next position supersedes this one anyway.
+      return { status: 0, message: "" };
     }
   }
 
@@ -384,7 +341,7 @@ export class BoardClient {
     const token = await this.token();
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const doFetch = this.options.fetch || globalThis.fetch;
+    const doFetch = this.common.fetch || globalThis.fetch;
     return doFetch(`${this.base}${path}`, {
       method,
       headers,
@@ -394,18 +351,428 @@ export class BoardClient {
   }
 
   async token() {
-    return this.options.token ? (await this.options.token()) || null : null;
+    return this.common.token ? (await this.common.token()) || null : null;
+  }
+}
+
+/**
+ * Sends one board's signals within a rate: a newer signal of the same kind (and `note_id`)
+ * replaces one still waiting. Best effort: refusals are not retried; a 429 waits out its
+ * `Retry-After`.
+ */
+export class SignalSender {
+  /**
+   * @param {{board: string, viewer: () => (string | null),
+   *   request: (method: string, path: string, body?: unknown) => Promise<Response>,
+   *   perSecond?: number}} options
+   */
+  constructor(options) {
+    this.options = options;
+    /** Signals sent so far, for curious callers and tests. */
+    this.sent = 0;
+    /** Signals waiting for their turn, latest per kind and note. @type {Map<string, {kind: string, data: Record<string, any>}>} */
+    this.outbox = new Map();
+    this.nextAt = 0;
+    this.timer = /** @type {ReturnType<typeof setTimeout> | undefined} */ (undefined);
+  }
+
+  /** @param {string} kind @param {Record<string, any>} data */
+  send(kind, data) {
+    const key = `${kind}\u0000${data && data.note_id !== undefined ? data.note_id : ""}`;
+    this.outbox.set(key, { kind, data: data || {} });
+    this.pump();
+  }
+
+  clear() {
+    clearTimeout(this.timer);
+    this.outbox.clear();
+  }
+
+  /** Sends what waits in the outbox, one signal per 1/perSecond. */
+  pump() {
+    clearTimeout(this.timer);
+    const spacing = 1000 / (this.options.perSecond || 20);
+    const now = Date.now();
+    if (now < this.nextAt) {
+      this.timer = setTimeout(() => this.pump(), this.nextAt - now);
+      return;
+    }
+    const first = this.outbox.entries().next();
+    if (first.done) return;
+    const [key, { kind, data }] = first.value;
+    this.outbox.delete(key);
+    this.nextAt = now + spacing;
+    this.post(kind, data);
+    if (this.outbox.size > 0) this.timer = setTimeout(() => this.pump(), spacing);
+  }
+
+  /** @param {string} kind @param {Record<string, any>} data */
+  async post(kind, data) {
+    const viewer = this.options.viewer();
+    if (!viewer) return;
+    this.sent += 1;
+    try {
+      const res = await this.options.request(
+        "POST",
+        `/api/boards/${encodeURIComponent(this.options.board)}/signals`,
+        { viewer, kind, data },
+      );
+      if (res.status === 429) {
+        const wait = Number(res.headers.get("Retry-After")) || 1;
+        this.nextAt = Date.now() + wait * 1000;
+      }
+    } catch {
+      // Signals are best effort: the next position supersedes this one anyway.
+    }
+  }
+}
+
+/** One board's stream (`GET /api/boards/{id}/events`). */
+export class BoardClient extends StreamClient {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    if (!options || !options.board) throw new TypeError("openBoard needs a board id");
+    super(options);
+    /** @type {ClientOptions} */
+    this.options = { ...options };
+    this.common = this.options;
+    /** The board as folded so far. @type {BoardState} */
+    this.state = emptyBoard();
+    if (options.lastEventId !== undefined && options.lastEventId !== null) {
+      this.state.seq = Number(options.lastEventId);
+    }
+    /** This client's viewer (what its signals are sent as); null until the stream opens. @type {Viewer | null} */
+    this.you = null;
+    this.signals = new SignalSender({
+      board: options.board,
+      viewer: () => (this.you ? this.you.id : null),
+      request: (method, path, body) => this.request(method, path, body),
+      perSecond: options.signalsPerSecond,
+    });
+  }
+
+  fresh() {
+    return this.state.seq === null && this.attempt === 0;
+  }
+
+  /** Signals this client has sent, for curious callers and tests. */
+  get signalsSent() {
+    return this.signals.sent;
+  }
+
+  /**
+   * Sends a signal to everyone on the board, within `signalsPerSecond`; a newer signal of
+   * the same kind (and `note_id`) replaces one still waiting. Best effort: nothing is sent
+   * while the stream is not open, and refusals are not retried.
+   * @param {string} kind
+   * @param {Record<string, any>} data
+   */
+  signal(kind, data) {
+    if (!this.you || this.status === "gone" || this.status === "closed" || this.status === "paused") return;
+    this.signals.send(kind, data);
+  }
+
+  // -- internals -------------------------------------------------------------------------
+
+  async streamUrl() {
+    const q = await this.commonQuery();
+    if (this.state.seq !== null) q.set("last_event_id", String(this.state.seq));
+    return `${this.base}/api/boards/${encodeURIComponent(this.options.board)}/events?${q}`;
+  }
+
+  /** @param {(type: string, fn: (data: any, ev: MessageEvent) => void) => void} on */
+  listen(on) {
+    on("snapshot", (data) => {
+      this.attempt = 0;
+      applySnapshot(this.state, data);
+      this.options.onSnapshot?.(this.state, data);
+    });
+    for (const type of CHANGE_TYPES) on(type, (data) => this.onChange(data));
+    on("presence", (data) => {
+      const viewers = data.viewers || [];
+      this.you = data.you || guessYou(viewers, this.options.name) || this.you;
+      this.options.onPresence?.(presenceList(this.you, data));
+    });
+    listenPresenceChanges(on, (_board, update) => this.options.onPresence?.(update));
+    on("signal", (data) => {
+      if (this.you && data.viewer && data.viewer.id === this.you.id) return;
+      this.options.onSignal?.(data);
+    });
+  }
+
+  forgetViewers() {
+    this.you = null;
+  }
+
+  stop() {
+    super.stop();
+    this.signals?.clear();
+  }
+
+  /** @param {ChangeEvent} event */
+  onChange(event) {
+    this.attempt = 0;
+    const verdict = applyChange(this.state, event);
+    if (verdict === "gap") {
+      // Something was missed: resume from the last event folded in; the server replays.
+      this.reconnectSoon(0);
+      return;
+    }
+    if (verdict !== "applied") return;
+    this.options.onChange?.(event, this.state);
+    if (event.type === "board.deleted") this.markGone("deleted");
+  }
+
+  /** @param {string} why */
+  markGone(why) {
+    this.stop();
+    this.generation += 1;
+    this.setStatus("gone");
+    this.options.onGone?.(why);
+  }
+
+  /** After a refused stream: the board's own answer says whether to go on. */
+  async diagnose() {
+    const generation = this.generation;
+    const { status, message } = await this.boardStatus(this.options.board);
+    if (generation !== this.generation) return;
+    if (status === 404 || status === 400) {
+      this.markGone(status === 404 ? "not_found" : "invalid_id");
+      return;
+    }
+    if (status === 401 || status === 403) this.options.onRefused?.(message, status);
+    this.reconnectSoon();
+  }
+}
+
+/**
+ * Many boards on one stream (`GET /api/events?boards=…`). Each board is folded into its
+ * own state (`states`), in its own seq order, each event once; a gap in one board's ids
+ * reopens the stream with the cursor, so the server replays that board alone. `setBoards`
+ * changes the set by reopening with the cursor and the same session: the boards that stay
+ * resume where they were (nothing replayed twice, their viewers kept, no presence
+ * announced for them), the new ones start with a snapshot.
+ */
+export class BoardsClient extends StreamClient {
+  /** @param {BoardsOptions} options */
+  constructor(options) {
+    if (!options || !Array.isArray(options.boards)) throw new TypeError("openBoards needs a list of boards");
+    super(options);
+    /** @type {BoardsOptions} */
+    this.options = { ...options };
+    this.common = this.options;
+    /** The boards of the stream, in the order of its cursor. @type {string[]} */
+    this.boards = [];
+    /** Each board as folded so far. @type {Map<string, BoardState>} */
+    this.states = new Map();
+    /** This client's viewer on each board (what its signals are sent as). @type {Map<string, Viewer>} */
+    this.you = new Map();
+    /** @type {Map<string, SignalSender>} */
+    this.senders = new Map();
+    this.take(options.boards);
+  }
+
+  /** The cursor of the boards as folded: each one's seq, comma-separated, "" where none yet. */
+  get cursor() {
+    return this.boards.map((b) => String(this.states.get(b)?.seq ?? "")).join(",");
+  }
+
+  /** Signals sent over all boards, for curious callers and tests. */
+  get signalsSent() {
+    let n = 0;
+    for (const s of this.senders.values()) n += s.sent;
+    return n;
+  }
+
+  /**
+   * Follows exactly these boards from now on (at most `MAX_BOARDS_PER_STREAM`; duplicates
+   * are ignored). Reopens the stream when the set changed, resuming each board that stays.
+   * @param {string[]} boards
+   */
+  setBoards(boards) {
+    const before = this.boards.join(",");
+    this.take(boards);
+    if (this.boards.join(",") === before) return;
+    if (this.status === "paused" || this.status === "closed" || this.status === "gone") return;
+    this.attempt = 0;
+    this.keepStatus = this.status === "live";
+    this.open();
+  }
+
+  /** @param {string} board */
+  add(board) {
+    this.setBoards([...this.boards, board]);
+  }
+
+  /** @param {string} board */
+  remove(board) {
+    this.setBoards(this.boards.filter((b) => b !== board));
+  }
+
+  /**
+   * Sends a signal to everyone on one board, as this client's viewer there; see
+   * `BoardClient.signal`.
+   * @param {string} board @param {string} kind @param {Record<string, any>} data
+   */
+  signal(board, kind, data) {
+    if (this.status === "gone" || this.status === "closed" || this.status === "paused") return;
+    const sender = this.senders.get(board);
+    if (sender && this.you.has(board)) sender.send(kind, data);
+  }
+
+  // -- internals -------------------------------------------------------------------------
+
+  /** @param {string[]} boards */
+  take(boards) {
+    const list = [...new Set(boards)];
+    if (list.length > MAX_BOARDS_PER_STREAM) {
+      throw new RangeError(`one stream carries at most ${MAX_BOARDS_PER_STREAM} boards, not ${list.length}`);
+    }
+    for (const board of this.boards) if (!list.includes(board)) this.forget(board);
+    for (const board of list) {
+      if (this.states.has(board)) continue;
+      this.states.set(board, emptyBoard());
+      this.senders.set(
+        board,
+        new SignalSender({
+          board,
+          viewer: () => this.you.get(board)?.id ?? null,
+          request: (method, path, body) => this.request(method, path, body),
+          perSecond: this.options.signalsPerSecond,
+        }),
+      );
+    }
+    this.boards = list;
+  }
+
+  /** @param {string} board */
+  forget(board) {
+    this.states.delete(board);
+    this.you.delete(board);
+    this.senders.get(board)?.clear();
+    this.senders.delete(board);
+  }
+
+  fresh() {
+    return this.attempt === 0 && [...this.states.values()].every((s) => s.seq === null);
   }
 
   async streamUrl() {
-    const q = new URLSearchParams();
-    if (this.options.name) q.set("name", this.options.name);
-    if (this.state.seq !== null) q.set("last_event_id", String(this.state.seq));
-    q.set("session", this.session);
-    const token = await this.token();
-    if (token) q.set("access_token", token);
-    return `${this.base}/api/boards/${encodeURIComponent(this.options.board)}/events?${q}`;
+    if (this.boards.length === 0) {
+      this.setStatus("paused");
+      return null;
+    }
+    const q = await this.commonQuery();
+    q.set("boards", this.boards.join(","));
+    if (this.boards.some((b) => this.states.get(b)?.seq != null)) q.set("last_event_id", this.cursor);
+    return `${this.base}/api/events?${q}`;
   }
+
+  /** The board an event's data names. @param {any} data @returns {string | null} */
+  boardOf(data) {
+    const board = data && (data.board_id || (data.board && data.board.id));
+    return typeof board === "string" && this.states.has(board) ? board : null;
+  }
+
+  /** @param {(type: string, fn: (data: any, ev: MessageEvent) => void) => void} on */
+  listen(on) {
+    on("snapshot", (data) => {
+      const board = this.boardOf(data);
+      if (!board) return;
+      const state = /** @type {BoardState} */ (this.states.get(board));
+      applySnapshot(state, data);
+      this.options.onSnapshot?.(board, state, data);
+    });
+    for (const type of CHANGE_TYPES) on(type, (data) => this.onChange(data));
+    on("presence", (data) => {
+      const board = this.boardOf(data);
+      if (!board) return;
+      const you = data.you || guessYou(data.viewers || [], this.options.name) || this.you.get(board) || null;
+      if (you) this.you.set(board, you);
+      this.options.onPresence?.(board, presenceList(you, data));
+    });
+    listenPresenceChanges(on, (board, update) => {
+      if (board && this.states.has(board)) this.options.onPresence?.(board, update);
+    });
+    on("signal", (data) => {
+      const board = this.boardOf(data);
+      if (!board) return;
+      if (data.viewer && data.viewer.id === this.you.get(board)?.id) return;
+      this.options.onSignal?.(board, data);
+    });
+  }
+
+  forgetViewers() {
+    this.you.clear();
+  }
+
+  stop() {
+    super.stop();
+    if (this.senders) for (const s of this.senders.values()) s.clear();
+  }
+
+  /** @param {ChangeEvent} event */
+  onChange(event) {
+    const board = this.boardOf(event);
+    if (!board) return;
+    this.attempt = 0;
+    const state = /** @type {BoardState} */ (this.states.get(board));
+    const verdict = applyChange(state, event);
+    if (verdict === "gap") {
+      // Something was missed: reopen with the cursor; the server replays this board.
+      this.reconnectSoon(0);
+      return;
+    }
+    if (verdict !== "applied") return;
+    this.options.onChange?.(board, event, state);
+    if (event.type === "board.deleted") {
+      // The server goes on for the others; a later reopen must not name this one (404).
+      this.boards = this.boards.filter((b) => b !== board);
+      this.forget(board);
+      this.options.onGone?.(board, "deleted");
+    }
+  }
+
+  /**
+   * After a refused stream: one board gone (404) or refused (403) refuses the whole stream,
+   * so ask each board; drop the ones that answer so and go on with the rest.
+   */
+  async diagnose() {
+    const generation = this.generation;
+    const answers = await Promise.all(this.boards.map(async (b) => ({ board: b, ...(await this.boardStatus(b)) })));
+    if (generation !== this.generation) return;
+    for (const { board, status, message } of answers) {
+      if (status === 404 || status === 400 || status === 403) {
+        this.boards = this.boards.filter((b) => b !== board);
+        this.forget(board);
+        if (status === 403) this.options.onRefused?.(board, message, status);
+        else this.options.onGone?.(board, status === 404 ? "not_found" : "invalid_id");
+      } else if (status === 401) {
+        this.options.onRefused?.(null, message, status);
+        break;
+      }
+    }
+    this.reconnectSoon();
+  }
+}
+
+/** The opening `presence` event as an update. @param {Viewer | null} you @param {any} data @returns {PresenceUpdate} */
+function presenceList(you, data) {
+  const viewers = data.viewers || [];
+  const count = typeof data.count === "number" ? data.count : viewers.length;
+  return { type: "list", you, viewers, count };
+}
+
+/**
+ * `presence.joined`, `.left` and `.count`, with the board each names.
+ * @param {(type: string, fn: (data: any, ev: MessageEvent) => void) => void} on
+ * @param {(board: string | null, update: PresenceUpdate) => void} fn
+ */
+function listenPresenceChanges(on, fn) {
+  const board = (/** @type {any} */ data) => (typeof data.board_id === "string" ? data.board_id : null);
+  on("presence.joined", (data) => fn(board(data), { type: "joined", viewer: data.viewer, count: data.count ?? null }));
+  on("presence.left", (data) => fn(board(data), { type: "left", viewer: data.viewer, count: data.count ?? null }));
+  on("presence.count", (data) => fn(board(data), { type: "count", count: data.count }));
 }
 
 /**

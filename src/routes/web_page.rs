@@ -70,6 +70,7 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "board.js" => (JAVASCRIPT, include_bytes!("../../web/board.js")),
         "board-core.js" => (JAVASCRIPT, include_bytes!("../../web/board-core.js")),
         "board-stream.js" => (JAVASCRIPT, include_bytes!("../../web/board-stream.js")),
+        "stream-worker.js" => (JAVASCRIPT, include_bytes!("../../web/stream-worker.js")),
         "boardcast-client.js" => (JAVASCRIPT, include_bytes!("../../web/boardcast-client.js")),
         "live.js" => (JAVASCRIPT, include_bytes!("../../web/live.js")),
         "view.js" => (JAVASCRIPT, include_bytes!("../../web/view.js")),

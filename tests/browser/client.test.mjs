@@ -1,6 +1,8 @@
 // The client library (web/boardcast-client.js) in Node against the real server: it folds a
 // snapshot and concurrent changes into exactly the server's board, resumes across a server
-// kill and restart with nothing lost or doubled, and keeps its signals within the rate.
+// kill and restart with nothing lost or doubled, and keeps its signals within the rate; and
+// its many-boards client: one stream for several boards, each folded exactly, the set
+// changed with the cursor and the session (no presence flicker), a deleted or missing board.
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -8,7 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 import { EventSource } from "eventsource";
 
-import { openBoard } from "../../web/boardcast-client.js";
+import { openBoard, openBoards } from "../../web/boardcast-client.js";
 import { api, createDatabase, eventually, freePort, migrate, startServer } from "./harness.mjs";
 
 /** The board as the server has it now: {title, seq, notes by id}. */
@@ -169,6 +171,122 @@ describe("the client library", () => {
     } finally {
       sender.close();
       watcher.close();
+    }
+  });
+
+  it("many boards on one stream: each board folded exactly, each change once, the cursor right", async () => {
+    const boards = [];
+    for (const title of ["M1", "M2", "M3"]) boards.push(await api(server.base, "POST", "/api/boards", { title }));
+    await api(server.base, "POST", `/api/boards/${boards[1].id}/notes`, { text: "before", x: 0, y: 0 });
+    const changes = new Map(boards.map((b) => [b.id, []]));
+    const snapshots = [];
+    const client = openBoards({
+      boards: boards.map((b) => b.id),
+      baseUrl: server.base,
+      name: "Many",
+      EventSource,
+      onSnapshot: (board) => snapshots.push(board),
+      onChange: (board, event) => changes.get(board).push(event.seq),
+    });
+    try {
+      await eventually(() => client.status === "live" && client.cursor === "0,1,0", { what: "three snapshots" });
+      assert.deepEqual(snapshots, boards.map((b) => b.id), "a snapshot each, in the order listed");
+      const writes = [];
+      for (let i = 0; i < 60; i++) {
+        const b = boards[i % 3].id;
+        writes.push(api(server.base, "POST", `/api/boards/${b}/notes`, { text: `n${i}`, x: i, y: i }));
+      }
+      await Promise.all(writes);
+      await eventually(() => client.cursor === "20,21,20", { ms: 10_000, what: "every change" });
+      for (const b of boards) {
+        const server_ = await serverBoard(server.base, b.id);
+        const state = client.states.get(b.id);
+        assert.deepEqual({ title: state.board.title, seq: state.seq, notes: Object.fromEntries(state.notes) }, server_);
+      }
+      assert.deepEqual(changes.get(boards[0].id), Array.from({ length: 20 }, (_, i) => i + 1));
+      assert.deepEqual(changes.get(boards[1].id), Array.from({ length: 20 }, (_, i) => i + 2));
+      assert.equal(client.you.size, 3, "a viewer on each board");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("changes its boards by reopening with the cursor and the session: no presence flicker, nothing twice", async () => {
+    const [a, b, c] = await Promise.all(
+      ["Stay", "Go", "New"].map((title) => api(server.base, "POST", "/api/boards", { title })),
+    );
+    const announced = [];
+    const observer = openBoard({
+      board: a.id,
+      baseUrl: server.base,
+      name: "Observer",
+      EventSource,
+      onPresence: (u) => u.type !== "list" && announced.push(`${u.type} ${u.viewer?.name}`),
+    });
+    await eventually(() => observer.you, { what: "the observer in first" });
+    const seen = [];
+    const snapshots = [];
+    const client = openBoards({
+      boards: [a.id, b.id],
+      baseUrl: server.base,
+      name: "Mover",
+      EventSource,
+      onSnapshot: (board) => snapshots.push(board),
+      onChange: (board, event) => seen.push(`${board}:${event.seq}`),
+    });
+    try {
+      await eventually(() => client.status === "live" && client.you.size === 2 && observer.you, { what: "live" });
+      await eventually(() => announced.includes("joined Mover"), { what: "the observer sees Mover join" });
+      const youOnA = client.you.get(a.id).id;
+      await api(server.base, "POST", `/api/boards/${a.id}/notes`, { text: "one", x: 0, y: 0 });
+      await eventually(() => client.cursor === "1,0", { what: "the first change" });
+      client.setBoards([a.id, c.id]);
+      assert.equal(client.cursor, "1,", "b dropped, c not yet delivered");
+      await api(server.base, "POST", `/api/boards/${a.id}/notes`, { text: "two", x: 0, y: 0 });
+      await eventually(() => client.cursor === "2,0" && client.you.has(c.id), { what: "the new set live" });
+      await api(server.base, "POST", `/api/boards/${c.id}/notes`, { text: "c", x: 0, y: 0 });
+      await eventually(() => client.cursor === "2,1", { what: "the new board's change" });
+      assert.equal(client.you.get(a.id).id, youOnA, "the same viewer on the board that stayed");
+      assert.deepEqual(snapshots, [a.id, b.id, c.id], "a snapshot only for the new board");
+      assert.deepEqual(
+        seen.filter((x) => x.startsWith(a.id)),
+        [`${a.id}:1`, `${a.id}:2`],
+        "each change of the board that stayed once, none replayed twice",
+      );
+      assert.deepEqual(seen.filter((x) => x.startsWith(c.id)), [`${c.id}:1`]);
+      await sleep(3 * 500); // past the server's hold of b's viewer (two heartbeats)
+      assert.deepEqual(announced, ["joined Mover"], "the observer of the board that stayed saw no leave or rejoin");
+      const onB = await api(server.base, "GET", `/api/boards/${b.id}/presence`);
+      assert.equal(onB.viewers.length, 0, "the dropped board's viewer is gone");
+    } finally {
+      client.close();
+      observer.close();
+    }
+  });
+
+  it("drops a board that is deleted while streaming, or missing at opening, and goes on with the others", async () => {
+    const [a, b] = await Promise.all(["Keep", "Delete"].map((title) => api(server.base, "POST", "/api/boards", { title })));
+    const missing = "00000000-0000-4000-8000-000000000000";
+    const gone = [];
+    const client = openBoards({
+      boards: [a.id, missing],
+      baseUrl: server.base,
+      EventSource,
+      onGone: (board, why) => gone.push(`${board === missing ? "missing" : board === b.id ? "b" : board}:${why}`),
+    });
+    try {
+      await eventually(() => client.status === "live" && client.cursor === "0", { ms: 10_000, what: "live without the missing board" });
+      assert.deepEqual(gone, ["missing:not_found"]);
+      client.add(b.id);
+      await eventually(() => client.cursor === "0,0", { what: "b added" });
+      await fetch(`${server.base}/api/boards/${b.id}`, { method: "DELETE" });
+      await eventually(() => gone.includes("b:deleted"), { what: "b gone" });
+      assert.deepEqual(client.boards, [a.id]);
+      await api(server.base, "POST", `/api/boards/${a.id}/notes`, { text: "still here", x: 0, y: 0 });
+      await eventually(() => client.cursor === "1", { what: "a goes on" });
+      assert.equal(client.status, "live");
+    } finally {
+      client.close();
     }
   });
 });

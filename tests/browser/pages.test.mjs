@@ -125,6 +125,9 @@ describe("the pages", () => {
     const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
     const token = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "fay", name: "Fay", exp: 4102444800 })}.sig`;
     const context = await browser.newContext();
+    // The page's own stream (no SharedWorker): Playwright sees no request a shared worker
+    // makes, and the worker's stream takes the token from the same place (board-stream.js).
+    await context.addInitScript(() => delete window.SharedWorker);
     const page = await context.newPage();
     const seen = { bearer: 0, streamToken: 0, other: 0 };
     page.on("request", (req) => {

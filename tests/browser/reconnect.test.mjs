@@ -153,7 +153,14 @@ describe("reconnecting", () => {
 
   it("a 503 from the stream (EventSource gives up for good) is retried by the page", () =>
     step(async () => {
-      const [page] = pages;
+      // A page with its own stream (no SharedWorker): Playwright cannot route what a shared
+      // worker requests. The worker's client retries the same way (boardcast-client.js).
+      const context = await browser.newContext();
+      await context.addInitScript(() => delete window.SharedWorker);
+      const page = await context.newPage();
+      await page.goto(`${base()}/b/${board.id}`);
+      await waitLive(page);
+      await page.evaluate(() => (window.__sameDocument = true));
       let refused = 0;
       await page.route("**/events?*", (route) => {
         refused += 1;
@@ -172,6 +179,7 @@ describe("reconnecting", () => {
       await waitLive(page, 15_000);
       await noteEl(page, note.id).waitFor({ timeout: 5000 });
       assert.equal(await page.evaluate(() => window.__sameDocument), true);
+      await context.close();
     }));
 
   it("a board deleted while open tells the viewers so", () =>
