@@ -180,6 +180,8 @@ mod tests {
             ("board.js", "text/javascript"),
             ("board-core.js", "text/javascript"),
             ("boardcast-client.js", "text/javascript"),
+            ("board-stream.js", "text/javascript"),
+            ("stream-worker.js", "text/javascript"),
             ("live.js", "text/javascript"),
             ("index.js", "text/javascript"),
             ("signin.js", "text/javascript"),
