@@ -104,6 +104,8 @@ const RECONNECTING_PATIENCE_MS = 15_000;
 /** Our own reconnects (silence, a refused stream): backoff from 0.5 s up to 10 s, jittered. */
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 10_000;
+/** The longest a many-board stream's change of boards waits for the previous reopen to settle. */
+const SETTLE_MS = 3_000;
 /** The server's `MAX_BOARDS_PER_STREAM` default: more boards than this need a second stream. */
 export const MAX_BOARDS_PER_STREAM = 20;
 
@@ -171,6 +173,7 @@ class StreamClient {
     const es = new Source(url);
     this.es = es;
     this.armWatchdog();
+    this.opening();
     const on = (/** @type {string} */ type, /** @type {(data: any, ev: MessageEvent) => void} */ fn) =>
       es.addEventListener(type, (ev) => {
         if (this.es !== es) return; // from a stream already left
@@ -269,6 +272,9 @@ class StreamClient {
 
   /** @param {(type: string, fn: (data: any, ev: MessageEvent) => void) => void} _on */
   listen(_on) {}
+
+  /** A new EventSource was just made. */
+  opening() {}
 
   /** After a refused stream. */
   async diagnose() {}
@@ -569,6 +575,11 @@ export class BoardsClient extends StreamClient {
     this.you = new Map();
     /** @type {Map<string, SignalSender>} */
     this.senders = new Map();
+    /** Boards whose opening `presence` the stream opened last has not sent yet. @type {Set<string>} */
+    this.awaiting = new Set();
+    /** A `setBoards` put off until then. @type {string[] | null} */
+    this.pending = null;
+    this.settleTimer = /** @type {ReturnType<typeof setTimeout> | undefined} */ (undefined);
     this.take(options.boards);
   }
 
@@ -590,6 +601,14 @@ export class BoardsClient extends StreamClient {
    * @param {string[]} boards
    */
   setBoards(boards) {
+    if (this.awaiting.size > 0) {
+      // The stream opened last is still taking its viewers over (the server waits for the
+      // previous one to close): closing it now could make one of them leave and rejoin.
+      // The newest wish is applied once it has (or after SETTLE_MS).
+      this.pending = [...boards];
+      return;
+    }
+    this.pending = null;
     const before = this.boards.join(",");
     this.take(boards);
     if (this.boards.join(",") === before) return;
@@ -657,6 +676,19 @@ export class BoardsClient extends StreamClient {
     return this.attempt === 0 && [...this.states.values()].every((s) => s.seq === null);
   }
 
+  opening() {
+    this.awaiting = new Set(this.boards);
+    clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => this.settled(), SETTLE_MS);
+  }
+
+  /** The stream has every viewer (or gave up trying): a put-off `setBoards` may go. */
+  settled() {
+    clearTimeout(this.settleTimer);
+    this.awaiting.clear();
+    if (this.pending) this.setBoards(this.pending);
+  }
+
   async streamUrl() {
     if (this.boards.length === 0) {
       this.setStatus("paused");
@@ -690,6 +722,7 @@ export class BoardsClient extends StreamClient {
       const you = data.you || guessYou(data.viewers || [], this.options.name) || this.you.get(board) || null;
       if (you) this.you.set(board, you);
       this.options.onPresence?.(board, presenceList(you, data));
+      if (this.awaiting.delete(board) && this.awaiting.size === 0) this.settled();
     });
     listenPresenceChanges(on, (board, update) => {
       if (board && this.states.has(board)) this.options.onPresence?.(board, update);

@@ -23,7 +23,7 @@ import { BoardsClient, MAX_BOARDS_PER_STREAM } from "./boardcast-client.js";
 /** A tab that has not pinged for this long is gone (closed, crashed, frozen): drop it. */
 const TAB_TIMEOUT_MS = 6_000;
 /** Changes to the set of boards within this window make one reopen, not one each. */
-const RESHAPE_DELAY_MS = 50;
+const RESHAPE_DELAY_MS = 150;
 
 /**
  * @typedef {Object} Tab

@@ -97,7 +97,18 @@ describe("tabs share one stream", () => {
     db?.drop();
   });
 
-  const step = (fn) => explainFailure(fn, () => pages, () => server.log());
+  /** Each test's profiles, closed after it whatever happened. */
+  let contexts = [];
+
+  const step = async (fn) => {
+    try {
+      await explainFailure(fn, () => pages, () => server.log());
+    } finally {
+      for (const c of contexts) await c.close();
+      contexts = [];
+      for (const k of Object.keys(pages)) delete pages[k];
+    }
+  };
 
   it("ten tabs on ten boards: one stream for the profile, notes saved within a second, presence steady", () =>
     step(async () => {
@@ -115,20 +126,34 @@ describe("tabs share one stream", () => {
         await Promise.all(list.map((t) => waitLive(t)));
         return list;
       };
+      // The most streams the server had open at once while Ana's tabs opened, sampled.
+      let most = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          most = Math.max(most, await streamsOpen(server.base));
+          await sleep(20);
+        }
+      })();
       const ana = await profile(browser, "Ana");
+      contexts.push(ana);
       const tabs = await openTabs(ana, "ana");
+      sampling = false;
+      await sampler;
       for (const t of tabs) assert.equal(await t.evaluate(() => window.boardcast.stream.mode), "shared");
-      const anaStreams = await streamsOpen(server.base);
-      assert.ok(anaStreams <= 2, `${anaStreams} streams for one profile with ten tabs`);
-      assert.equal(anaStreams, 1, "ten boards fit one stream");
+      console.log(`# streams open for one profile while ten tabs opened: at most ${most}`);
+      assert.ok(most <= 2, `${most} streams for one profile with ten tabs`);
+      // A reopen closes the old stream: the server notices within a heartbeat.
+      await eventually(async () => (await streamsOpen(server.base)) === 1, { ms: 3000, what: "one stream for ten boards" });
       const stats = await tabs[0].evaluate(() => window.boardcast.stream.stats());
       assert.equal(stats.streams.length, 1);
       assert.deepEqual([...stats.streams[0].boards].sort(), boards.slice(0, 10).sort());
 
       // A second profile watches the same ten boards, in one tab each (its own one stream).
       const ben = await profile(browser, "Ben");
+      contexts.push(ben);
       const watchers = await openTabs(ben, "ben");
-      assert.equal(await streamsOpen(server.base), 2, "one stream per profile");
+      await eventually(async () => (await streamsOpen(server.base)) === 2, { ms: 3000, what: "one stream per profile" });
 
       const times = [];
       for (let i = 0; i < 10; i++) times.push(await timeNewNote(server.base, tabs[i], boards[i], watchers[i]));
@@ -176,7 +201,10 @@ describe("tabs share one stream", () => {
             { what: `Ana leaves board ${i}` },
           );
         }
-        assert.equal(await streamsOpen(server.base), 3, "still one stream per profile (plus the observer)");
+        await eventually(async () => (await streamsOpen(server.base)) === 3, {
+          ms: 3000,
+          what: "still one stream per profile (plus the observer)",
+        });
         await sleep(1500); // past the server's hold of a closing stream's viewers (two heartbeats)
         assert.deepEqual(
           announced.filter((a) => a.endsWith(" Ana")),
@@ -193,9 +221,6 @@ describe("tabs share one stream", () => {
         observer.close();
       }
       for (const p of [...tabs.slice(5), ...watchers]) assert.deepEqual(unexpectedProblems(p), []);
-      await ana.close();
-      await ben.close();
-      for (const k of Object.keys(pages)) delete pages[k];
     }));
 
   it("without SharedWorker each tab holds its own stream and still saves and shows", () =>
@@ -205,18 +230,20 @@ describe("tabs share one stream", () => {
       await eventually(async () => (await streamsOpen(server.base)) === 0, { what: "the first test's streams closed" });
       const cy = await profile(browser, "Cy", { noSharedWorker: true });
       const dee = await profile(browser, "Dee");
+      contexts.push(cy, dee);
       const tabs = [await openTab(cy, server.base, boards[0]), await openTab(cy, server.base, boards[1])];
       const other = [await openTab(dee, server.base, boards[0]), await openTab(dee, server.base, boards[1])];
       Object.assign(pages, { cy0: tabs[0], cy1: tabs[1], dee0: other[0], dee1: other[1] });
       await Promise.all([...tabs, ...other].map((t) => waitLive(t)));
       for (const t of tabs) assert.equal(await t.evaluate(() => window.boardcast.stream.mode), "tab");
-      assert.equal(await streamsOpen(server.base), 3, "two of Cy's own, one shared for Dee");
+      await eventually(async () => (await streamsOpen(server.base)) === 3, {
+        ms: 3000,
+        what: "two of Cy's own, one shared for Dee",
+      });
       for (let i = 0; i < 2; i++) {
         const t = await timeNewNote(server.base, tabs[i], boards[i], other[i]);
         assert.ok(t.saved < 1000, `saved in ${t.saved} ms`);
       }
       for (const p of [...tabs, ...other]) assert.deepEqual(unexpectedProblems(p), []);
-      await cy.close();
-      await dee.close();
     }));
 });
