@@ -65,6 +65,20 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
 
     // The senders' streams: full SSE parsing (they need their `you.id`, and they time the
     // signals). The rest of the crowd: the cheap raw subscribers of the other jobs.
+    //
+    // The senders and their streams run on a runtime of their own: they are most of the
+    // benchmark's CPU (parsing every signal frame), and on the runtime of the raw
+    // subscribers and the note writer they queued those tasks behind them, so the change
+    // latency measured the benchmark's own backlog. Apart, they still share the machine's
+    // cores with everything (the OS schedules them), but not a task queue.
+    let apart = Apart(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("signal-load")
+            .enable_all()
+            .build()?,
+    ));
+    let load = apart.handle();
     let streaming = reqwest::Client::builder().build()?;
     let stop = CancellationToken::new();
     let mut followers = Vec::with_capacity(senders);
@@ -76,12 +90,7 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
             "{}/api/boards/{}/events?name=sender{i}",
             server.base, ids[board]
         );
-        followers.push(tokio::spawn(follow(
-            streaming.clone(),
-            url,
-            tx,
-            stop.clone(),
-        )));
+        followers.push(load.spawn(follow(streaming.clone(), url, tx, stop.clone())));
         viewers.push((board, rx));
     }
     let mut you = Vec::with_capacity(senders);
@@ -131,7 +140,7 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
     let posters: Vec<JoinHandle<Posted>> = you
         .iter()
         .map(|(board, viewer)| {
-            tokio::spawn(send(
+            load.spawn(send(
                 http.clone(),
                 format!("{}/api/boards/{}/signals", server.base, ids[*board]),
                 viewer.clone(),
@@ -296,6 +305,24 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
     ctx.out(format!("- CPU without signals: {cpu_before}"));
     ctx.out(format!("- CPU with signals: {cpu_during}"));
     Ok(())
+}
+
+/// A runtime beside the benchmark's own; stopped without waiting when dropped (a runtime
+/// may not be dropped the ordinary way inside another one).
+struct Apart(Option<tokio::runtime::Runtime>);
+
+impl Apart {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle().clone()
+    }
+}
+
+impl Drop for Apart {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Writes `per_board` notes on every board, round robin, `NOTE_GAP` apart, the first being
