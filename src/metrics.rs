@@ -268,8 +268,8 @@ impl Collector for Machinery {
         let mut family = encoder.encode_descriptor(
             "signals_dropped",
             "Signals not delivered, by reason: coalesced (a later one of the same viewer, kind \
-             and note replaced it), overload (a stream's queue was half full, or too many were \
-             waiting), unavailable (the database did not take their NOTIFY).",
+             and note replaced it), overload (too many waited for one client, which lost the \
+             oldest, or on the instance), unavailable (the database did not take their NOTIFY).",
             None,
             dropped.metric_type(),
         )?;

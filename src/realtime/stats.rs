@@ -317,7 +317,8 @@ pub struct LatencySnapshot {
 pub enum DropReason {
     /// A later signal of the same viewer, kind and note replaced it within the window.
     Coalesced,
-    /// A stream's queue was half full, or too many signals were waiting on this instance.
+    /// A client had more than `body::SIGNAL_BYTES_LIMIT` of signals waiting (the oldest
+    /// went), or too many signals were waiting on this instance.
     Overload,
     /// The NOTIFY carrying it failed (the database was unreachable).
     Unavailable,
