@@ -89,6 +89,10 @@ const view = createView({
   world,
   rects: () => [...notes.values()].map(shown),
   isBackground: (t) => t === viewport || t === world || t === emptyHint,
+  boardId,
+  onZoom(zoom) {
+    $("zoom-reset").textContent = `${Math.round(zoom * 100)}%`;
+  },
 });
 
 // Exposed for the browser tests and for curious people in the console; read-only use.
@@ -117,6 +121,10 @@ window.boardcast = {
     return client ? client.opens : [];
   },
   cursors: () => live.cursors(),
+  /** The view: {zoom, pan: {x, y}} (pan in client px from the canvas's corner). */
+  get view() {
+    return { zoom: view.zoom, pan: view.pan };
+  },
   notes,
   viewers,
 };
@@ -183,6 +191,7 @@ function buildNoteElement(e) {
     b.title = c.name;
     b.setAttribute("aria-label", `Color: ${c.name}`);
     b.style.backgroundColor = c.value;
+    b.tabIndex = -1; // reached from inside the note (see wireNote): one Tab stop per note
     b.addEventListener("click", (ev) => {
       ev.stopPropagation();
       recolor(e, c.value);
@@ -195,6 +204,7 @@ function buildNoteElement(e) {
   del.setAttribute("aria-label", "Delete note");
   del.title = "Delete note (Delete key)";
   del.textContent = "×";
+  del.tabIndex = -1;
   del.addEventListener("click", (ev) => {
     ev.stopPropagation();
     deleteNote(e);
@@ -207,15 +217,21 @@ function buildNoteElement(e) {
   text.maxLength = 10_000;
   text.spellcheck = true;
   text.placeholder = "Type here…";
+  text.tabIndex = -1;
+  // More text than the note shows: a fade and a "more" mark say so (the text scrolls).
+  const more = document.createElement("span");
+  more.className = "note-more";
+  more.setAttribute("aria-hidden", "true");
+  more.textContent = "more ↓";
 
   const grip = document.createElement("div");
   grip.className = "note-resize";
   grip.setAttribute("aria-hidden", "true");
   grip.title = "Drag to resize";
 
-  el.append(bar, text, grip);
+  el.append(bar, text, more, grip);
   e.el = el;
-  e.parts = { author, typing, swatches, text, grip };
+  e.parts = { author, typing, swatches, text, grip, del };
   wireNote(e);
   return el;
 }
@@ -238,7 +254,10 @@ function render(e, { forceText = false } = {}) {
   parts.typing.hidden = !typists;
   el.dataset.version = String(e.server.version);
   el.dataset.color = v.color;
-  parts.author.textContent = e.server.author || "";
+  // <bdi>: a name's right-to-left override must not flip what follows it.
+  const authorName = document.createElement("bdi");
+  authorName.textContent = e.server.author || "";
+  parts.author.replaceChildren(authorName);
   parts.author.hidden = !e.server.author;
   const snippet = (v.text || "").trim().split("\n")[0].slice(0, 40);
   el.setAttribute(
@@ -260,6 +279,13 @@ function render(e, { forceText = false } = {}) {
       t.value = v.text;
     }
   }
+  markOverflow(e);
+}
+
+/** Shows whether the note's text runs past what the note shows (the "more" mark). */
+function markOverflow(e) {
+  const t = e.parts.text;
+  e.el.classList.toggle("note-overflow", t.scrollHeight - t.scrollTop > t.clientHeight + 2);
 }
 
 function isDark(hex) {
@@ -363,8 +389,28 @@ function wireNote(e) {
   el.addEventListener("pointerdown", (ev) => {
     el.style.zIndex = String(++topZ);
     if (ev.button !== 0 || gone) return;
-    if (ev.target.closest("button, textarea")) return;
+    if (ev.target.closest("button")) return;
+    // On touch the text covers most of the note: until it is being edited, a finger on it
+    // drags the note (a tap without moving edits it), so the note moves by its body.
+    if (ev.target === text && (ev.pointerType !== "touch" || document.activeElement === text)) return;
     startGesture(e, ev, ev.target === grip ? "resize" : "drag");
+  });
+  text.addEventListener("scroll", () => markOverflow(e));
+
+  // One Tab stop per note: its text, colours and delete button join the Tab order only
+  // while focus is inside the note (Enter gets there), and leave it when focus leaves.
+  const inner = () => [text, ...e.parts.swatches.children, e.parts.del];
+  el.addEventListener("focusin", (ev) => {
+    if (ev.target !== el) for (const c of inner()) c.tabIndex = 0;
+  });
+  el.addEventListener("focusout", (ev) => {
+    if (ev.relatedTarget instanceof Node && el.contains(ev.relatedTarget)) return;
+    for (const c of inner()) c.tabIndex = -1;
+  });
+  el.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape" || ev.target === el || ev.target === text) return;
+    ev.preventDefault();
+    el.focus({ preventScroll: true });
   });
   el.addEventListener("dblclick", (ev) => ev.stopPropagation());
 
@@ -392,7 +438,7 @@ function wireNote(e) {
   text.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape") {
       ev.preventDefault();
-      el.focus();
+      el.focus({ preventScroll: true });
     }
   });
 
@@ -404,7 +450,7 @@ function wireNote(e) {
       case "Enter":
       case "F2":
         ev.preventDefault();
-        text.focus();
+        text.focus({ preventScroll: true });
         text.setSelectionRange(text.value.length, text.value.length);
         return;
       case "Delete":
@@ -424,6 +470,7 @@ function wireNote(e) {
         } else {
           change(e, { x: clampCoord(v.x + dx), y: clampCoord(v.y + dy) });
         }
+        view.ensureVisible(shown(e));
         clearTimeout(e.keyTimer);
         e.keyTimer = setTimeout(() => flush(e), KEY_MOVE_DEBOUNCE_MS);
         return;
@@ -451,9 +498,10 @@ function startGesture(e, ev, kind) {
 
   const move = (m) => {
     if (m.pointerId !== g.pointerId) return;
-    const dx = m.clientX - g.startX;
-    const dy = m.clientY - g.startY;
-    if (!g.moved && Math.abs(dx) + Math.abs(dy) < 3) return;
+    // Pointer travel is in screen px; the note moves in board px (zoom).
+    const dx = (m.clientX - g.startX) / view.zoom;
+    const dy = (m.clientY - g.startY) / view.zoom;
+    if (!g.moved && Math.abs(m.clientX - g.startX) + Math.abs(m.clientY - g.startY) < 3) return;
     g.moved = true;
     if (kind === "drag") {
       g.now = { x: clampCoord(Math.round(g.from.x + dx)), y: clampCoord(Math.round(g.from.y + dy)) };
@@ -481,7 +529,8 @@ function startGesture(e, ev, kind) {
       flush(e);
     } else {
       render(e);
-      if (!g.moved) e.el.focus({ preventScroll: true });
+      // A tap: on the text (touch), edit it; elsewhere, focus the note.
+      if (!g.moved) (ev.target === e.parts.text ? e.parts.text : e.el).focus({ preventScroll: true });
     }
   };
   e.el.addEventListener("pointermove", move);
@@ -560,6 +609,8 @@ document.addEventListener("keydown", (ev) => {
   if (ev.key === "n" || ev.key === "N") {
     ev.preventDefault();
     newNoteAtCenter();
+  } else if (view.key(ev)) {
+    ev.preventDefault();
   }
 });
 
@@ -572,6 +623,9 @@ function newNoteAtCenter() {
 
 $("new-note").addEventListener("click", newNoteAtCenter);
 $("recenter").addEventListener("click", () => view.showAll());
+$("zoom-in").addEventListener("click", () => view.zoomBy(1.25));
+$("zoom-out").addEventListener("click", () => view.zoomBy(1 / 1.25));
+$("zoom-reset").addEventListener("click", () => view.resetZoom());
 
 // ---------------------------------------------------------------------------------------
 // Board title
@@ -629,7 +683,31 @@ renameInput.addEventListener("keydown", (ev) => {
 // ---------------------------------------------------------------------------------------
 // Presence
 
+/** The most avatars the header shows; fewer when they do not fit (see renderPresence). */
+const PRESENCE_MAX = 5;
+
+/** Text with a name isolated in a <bdi> (a right-to-left override in it stays inside). */
+function isolated(name, after = "") {
+  const bdi = document.createElement("bdi");
+  bdi.textContent = name;
+  return after ? [bdi, document.createTextNode(after)] : [bdi];
+}
+
+/**
+ * Keeps the header whole at any width: while the avatars overflow the room the header
+ * leaves them (the title and status keep theirs, app.css), show one fewer and count it in
+ * "+N". Measured after layout, so long names and narrow windows are both covered.
+ */
 function renderPresence() {
+  let room = PRESENCE_MAX;
+  drawPresence(room);
+  while (room > 0 && presenceEl.scrollWidth > presenceEl.clientWidth + 1) {
+    room -= 1;
+    drawPresence(room);
+  }
+}
+
+function drawPresence(room) {
   const groups = new Map();
   for (const v of viewers.values()) {
     const key = v.name || "anonymous";
@@ -642,8 +720,8 @@ function renderPresence() {
     a.name === myName ? -1 : b.name === myName ? 1 : String(a.since).localeCompare(String(b.since)),
   );
   // A handful of avatars, then "+N" for everyone else (in a crowd the server lists only the
-  // first ones and sends the count).
-  const MAX = 5;
+  // first ones and sends the count), and fewer avatars when the header has no room.
+  const MAX = room;
   const total = Math.max(viewerCount, viewers.size);
   const items = list.slice(0, MAX).map((g) => {
     const li = document.createElement("li");
@@ -651,7 +729,7 @@ function renderPresence() {
     li.dataset.name = g.name;
     li.dataset.count = String(g.count);
     const you = g.name === myName;
-    const label = `${g.name}${you ? " (you)" : ""}${g.count > 1 ? `, ${g.count} tabs` : ""}`;
+    const label = `\u2068${g.name}\u2069${you ? " (you)" : ""}${g.count > 1 ? `, ${g.count} tabs` : ""}`;
     li.title = label;
     const avatar = document.createElement("span");
     avatar.className = "avatar";
@@ -661,7 +739,7 @@ function renderPresence() {
     avatar.style.color = `hsl(${hueFor(g.name)} 45% 28%)`;
     const name = document.createElement("span");
     name.className = "viewer-name";
-    name.textContent = you ? `${g.name} (you)` : g.name;
+    name.append(...isolated(g.name, you ? " (you)" : ""));
     li.append(avatar, name);
     if (g.count > 1) {
       const count = document.createElement("span");
@@ -681,7 +759,7 @@ function renderPresence() {
     li.textContent = `+${more}`;
     li.title = `${more} more: ${list
       .slice(MAX)
-      .map((g) => g.name)
+      .map((g) => `\u2068${g.name}\u2069`)
       .join(", ")}`;
     items.push(li);
   }
@@ -689,9 +767,18 @@ function renderPresence() {
   presenceEl.dataset.total = String(total);
   presenceEl.setAttribute(
     "aria-label",
-    `${total} ${total === 1 ? "person" : "people"} viewing: ${list.map((g) => g.name).join(", ")}${more > 0 ? ` and ${more} more` : ""}`,
+    `${total} ${total === 1 ? "person" : "people"} viewing: ${list.map((g) => `\u2068${g.name}\u2069`).join(", ")}${more > 0 ? ` and ${more} more` : ""}`,
   );
 }
+
+// Another width may leave room for more avatars, or for fewer: refit.
+let headerWidth = 0;
+new ResizeObserver(([entry]) => {
+  const w = Math.round(entry.contentRect.width);
+  if (w === headerWidth) return;
+  headerWidth = w;
+  renderPresence();
+}).observe(document.querySelector(".board-topbar"));
 
 // ---------------------------------------------------------------------------------------
 // The event stream, through the client library (boardcast-client.js): it folds events in
@@ -705,7 +792,8 @@ function setStatus(state) {
     reconnecting: "Reconnecting…",
     offline: "Offline",
     paused: "Paused",
-    gone: "Board deleted",
+    gone: "Deleted",
+    missing: "Not found",
   }[state];
   if (!text || statusEl.dataset.state === state) return;
   statusEl.dataset.state = state;
@@ -740,9 +828,9 @@ function connect() {
       presence: onPresence,
       signal: (signal) => live.signal(signal),
       gone(why) {
-        if (why === "invalid_id") showGone("This address does not name a board.");
+        if (why === "invalid_id") showGone("This address does not name a board.", "missing");
         else if (why === "deleted" || currentSeq() !== null) showGone("This board was deleted.");
-        else showGone("There is no board at this address.");
+        else showGone("There is no board at this address.", "missing");
       },
       refused(message) {
         toast(message || describeError(new ApiError(403, "forbidden", "")), "error", 10_000);
@@ -770,7 +858,7 @@ function onSnapshot(data) {
   updateEmptyHint();
   if (firstSnapshot) {
     firstSnapshot = false;
-    if (notes.size > 0) view.showAll();
+    if (notes.size > 0 && !view.restored) view.showAll();
   }
 }
 
@@ -823,11 +911,17 @@ function onPresence(update) {
   renderPresence();
 }
 
-function showGone(message) {
+/**
+ * The board cannot be shown: `deleted` (it existed: a `board.deleted` event, or a 404 after
+ * this page had it; the contract has no 410) or `missing` (a malformed id, or a 404 for a
+ * board this page never saw).
+ */
+function showGone(message, kind = "deleted") {
   gone = true;
   client?.close();
   live.clear();
-  setStatus("gone");
+  setStatus(kind === "missing" ? "missing" : "gone");
+  $("gone-heading").textContent = kind === "missing" ? "No such board" : "This board was deleted";
   viewers.clear();
   viewerCount = 0;
   renderPresence();
@@ -916,7 +1010,7 @@ meButton.addEventListener("click", askName);
 async function start() {
   view.apply();
   if (!UUID_RE.test(boardId)) {
-    showGone("This address does not name a board.");
+    showGone("This address does not name a board.", "missing");
     return;
   }
   // Auth on and no usable token: say how to get in first (nothing would load without one).
