@@ -122,6 +122,61 @@ describe("the view: focus, zoom, show all, kept across reloads", () => {
       assert.deepEqual(unexpectedProblems(page), []);
     }));
 
+  it("a two-finger pinch on the canvas zooms around the fingers", () =>
+    step(async () => {
+      const board = await api(server.base, "POST", "/api/boards", { title: "Pinch" });
+      const page = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Pia" });
+      pages.pinch = page;
+      await waitLive(page);
+      const canvas = await page.locator("#viewport").boundingBox();
+      const mid = { x: canvas.x + 500, y: canvas.y + 300 };
+      const before = await boardPoint(page, mid.x, mid.y);
+      const cdp = await page.context().newCDPSession(page);
+      const touch = (type, spread) =>
+        cdp.send("Input.dispatchTouchEvent", {
+          type,
+          touchPoints:
+            type === "touchEnd"
+              ? []
+              : [
+                  { x: mid.x - spread, y: mid.y, id: 1 },
+                  { x: mid.x + spread, y: mid.y, id: 2 },
+                ],
+        });
+      await touch("touchStart", 50);
+      for (const spread of [60, 75, 90, 100]) await touch("touchMove", spread);
+      await touch("touchEnd", 0);
+      const zoom = await page.evaluate(() => window.boardcast.view.zoom);
+      assert.ok(Math.abs(zoom - 2) < 0.05, `fingers twice as far apart zoom to 200 % (got ${zoom})`);
+      const after = await boardPoint(page, mid.x, mid.y);
+      assert.ok(Math.abs(after.x - before.x) < 1 && Math.abs(after.y - before.y) < 1, "the point between the fingers stays put");
+      assert.deepEqual(unexpectedProblems(page), []);
+    }));
+
+  it("on touch, a note is dragged by its body and a tap edits it", () =>
+    step(async () => {
+      const board = await api(server.base, "POST", "/api/boards", { title: "Touch" });
+      const note = await api(server.base, "POST", `/api/boards/${board.id}/notes`, { text: "drag me", x: 100, y: 100 });
+      const page = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Tom" });
+      pages.touch = page;
+      await waitLive(page);
+      const text = await noteEl(page, note.id).locator(".note-text").boundingBox();
+      const at = { x: text.x + text.width / 2, y: text.y + text.height / 2 };
+      const cdp = await page.context().newCDPSession(page);
+      const touch = (type, x, y) =>
+        cdp.send("Input.dispatchTouchEvent", { type, touchPoints: type === "touchEnd" ? [] : [{ x, y, id: 1 }] });
+      const saved = page.waitForResponse((r) => r.url().endsWith(`/notes/${note.id}`) && r.request().method() === "PATCH");
+      await touch("touchStart", at.x, at.y);
+      for (const dx of [10, 30, 60, 80]) await touch("touchMove", at.x + dx, at.y + dx / 2);
+      await touch("touchEnd", 0, 0);
+      const moved = await (await saved).json();
+      assert.deepEqual([moved.x, moved.y], [180, 140], "the note moved with the finger (board px at 100 %)");
+      await touch("touchStart", at.x + 80, at.y + 40);
+      await touch("touchEnd", 0, 0);
+      await page.waitForFunction(() => document.activeElement?.className === "note-text");
+      assert.deepEqual(unexpectedProblems(page), []);
+    }));
+
   it("zooms with Ctrl+wheel around the pointer and with + - 0, and keeps the view across a reload", () =>
     step(async () => {
       const board = await api(server.base, "POST", "/api/boards", { title: "Zoom" });
