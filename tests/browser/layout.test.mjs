@@ -139,6 +139,28 @@ describe("layouts that hold", () => {
       assert.deepEqual(unexpectedProblems(page), []);
     }));
 
+  it("tells a board that never was apart from one that was deleted, in words", () =>
+    step(async () => {
+      const page = await openPage(browser, `${server.base}/b/not-a-board`, { name: "Nia" });
+      pages.gone = page;
+      await page.locator("#gone-overlay").waitFor({ state: "visible" });
+      assert.equal(await page.locator("#gone-heading").textContent(), "No such board");
+      assert.equal(await page.locator("#status .status-text").textContent(), "Not found");
+      await page.goto(`${server.base}/b/0b7f9a44-1111-4222-8333-444455556666`);
+      await page.locator("#gone-overlay").waitFor({ state: "visible" });
+      assert.equal(await page.locator("#gone-heading").textContent(), "No such board");
+      assert.equal(await page.locator("#status .status-text").textContent(), "Not found");
+
+      const board = await api(server.base, "POST", "/api/boards", { title: "Short-lived" });
+      await page.goto(`${server.base}/b/${board.id}`);
+      await waitLive(page);
+      await api(server.base, "DELETE", `/api/boards/${board.id}`);
+      await page.locator("#gone-overlay").waitFor({ state: "visible" });
+      assert.equal(await page.locator("#gone-heading").textContent(), "This board was deleted");
+      assert.equal(await page.locator("#status .status-text").textContent(), "Deleted");
+      await page.context().close();
+    }));
+
   it("a right-to-left override in a name stays inside the name", () =>
     step(async () => {
       const board = await api(server.base, "POST", "/api/boards", { title: "Bidi" });
