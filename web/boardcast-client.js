@@ -742,6 +742,9 @@ export class BoardsClient extends StreamClient {
   stop() {
     super.stop();
     if (this.senders) for (const s of this.senders.values()) s.clear();
+    // No stream is taking viewers over any more: a change of boards may go at once.
+    clearTimeout(this.settleTimer);
+    this.awaiting?.clear();
   }
 
   /** @param {ChangeEvent} event */

@@ -91,9 +91,10 @@ class Group {
     }
     plan.forEach((boards, i) => {
       const client = this.clients[i] || this.newClient();
-      client.setBoards(boards);
+      // Closed first, so that the change of boards is not put off behind a takeover.
       if (boards.length === 0) client.close();
-      else if (client.status === "closed" || client.status === "paused") client.open();
+      client.setBoards(boards);
+      if (boards.length > 0 && (client.status === "closed" || client.status === "paused")) client.open();
     });
     for (const board of [...this.presence.keys()]) if (!wanted.has(board)) this.presence.delete(board);
     this.clients = this.clients.filter((c) => c.boards.length > 0);
