@@ -152,6 +152,8 @@ export class SharedBoardStream {
     this.port = worker.port;
     /** Answers to `stats()`, oldest first. @type {((stats: any) => void)[]} */
     this.waiting = [];
+    /** How often this tab found its port dropped and attached again. */
+    this.reattached = 0;
     /** @type {number[]} */
     this.opens = [];
     this.closed = false;
@@ -164,13 +166,36 @@ export class SharedBoardStream {
     this.signalsSent = 0;
     /** @type {Status | "offline" | null} */
     this.status = null;
-    this.port.onmessage = (m) => this.receive(m.data || {});
-    this.port.start();
+    this.heard = Date.now();
+    this.listenTo(worker.port);
     this.setStatus("connecting");
     this.subscribe();
     // The worker drops a tab it has not heard from for a while (closed, crashed, frozen).
-    setInterval(() => this.port.postMessage({ type: "ping", token: options.token() || null }), PING_MS);
+    // A tab back from being frozen finds its port dropped (no answer to its pings): it
+    // attaches again and takes its board back.
+    setInterval(() => {
+      if (Date.now() - this.heard > REATTACH_MS) this.reattach();
+      this.port.postMessage({ type: "ping", token: options.token() || null });
+    }, PING_MS);
     this.watchLifecycle(options.hiddenCloseMs || HIDDEN_CLOSE_MS);
+  }
+
+  /** @param {MessagePort} port */
+  listenTo(port) {
+    this.port = port;
+    port.onmessage = (m) => {
+      this.heard = Date.now();
+      this.receive(m.data || {});
+    };
+    port.start();
+  }
+
+  reattach() {
+    this.port.onmessage = null;
+    this.heard = Date.now();
+    this.reattached += 1;
+    this.listenTo(startWorker().port);
+    if (!this.closed && !this.paused) this.subscribe();
   }
 
   subscribe() {
@@ -304,6 +329,8 @@ export class SharedBoardStream {
 
 /** How often a tab tells the worker it is still there (the worker drops it after 6 s). */
 const PING_MS = 2_000;
+/** No word from the worker (it answers every ping) for this long: the port was dropped. */
+const REATTACH_MS = 7_000;
 /** Where the shared worker is served (src/routes/web_page.rs). */
 const WORKER_URL = "/static/stream-worker.js";
 
@@ -318,9 +345,14 @@ export function openBoardStream(options) {
   if (typeof SharedWorker !== "function") return new BoardStream(options);
   let worker;
   try {
-    worker = new SharedWorker(WORKER_URL, { type: "module", name: "boardcast-streams" });
+    worker = startWorker();
   } catch {
     return new BoardStream(options);
   }
   return new SharedBoardStream(options, worker);
+}
+
+/** The origin's one stream worker (a new port to it, or it started). */
+function startWorker() {
+  return new SharedWorker(WORKER_URL, { type: "module", name: "boardcast-streams" });
 }

@@ -3,8 +3,9 @@
 // (web/stream-worker.js). Ten tabs on ten boards are all live; a note made in each saves
 // within a second and shows in a second profile; the server counts at most two streams for
 // the profile; closing tabs shrinks the stream's boards; the presence of the boards still
-// open does not flicker while tabs come and go. Where SharedWorker is missing, each tab
-// holds a stream of its own and still works.
+// open does not flicker while tabs come and go; a tab frozen past the worker's patience is
+// dropped and comes back when it thaws. Where SharedWorker is missing, each tab holds a
+// stream of its own and still works.
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -221,6 +222,45 @@ describe("tabs share one stream", () => {
         observer.close();
       }
       for (const p of [...tabs.slice(5), ...watchers]) assert.deepEqual(unexpectedProblems(p), []);
+    }));
+
+  it("a frozen tab (no pings) is dropped from the stream, and takes its board back when it thaws", () =>
+    step(async () => {
+      const boards = [];
+      for (let i = 0; i < 2; i++) boards.push((await api(server.base, "POST", "/api/boards", { title: `Freeze ${i}` })).id);
+      const eve = await profile(browser, "Eve");
+      contexts.push(eve);
+      const [awake, sleeper] = [await openTab(eve, server.base, boards[0]), await openTab(eve, server.base, boards[1])];
+      Object.assign(pages, { awake, sleeper });
+      await Promise.all([awake, sleeper].map((t) => waitLive(t)));
+      const carried = async () => {
+        const s = await awake.evaluate(() => window.boardcast.stream.stats());
+        return s.streams.flatMap((x) => x.boards).sort();
+      };
+      assert.deepEqual(await carried(), [...boards].sort());
+      const cdp = await eve.newCDPSession(sleeper);
+      await cdp.send("Page.setWebLifecycleState", { state: "frozen" });
+      await eventually(async () => JSON.stringify(await carried()) === JSON.stringify([boards[0]]), {
+        ms: 12_000,
+        what: "the frozen tab's board dropped",
+      });
+      await eventually(
+        async () => !(await api(server.base, "GET", `/api/boards/${boards[1]}/presence`)).viewers.some((v) => v.name === "Eve"),
+        { what: "Eve leaves the frozen tab's board" },
+      );
+      await cdp.send("Page.setWebLifecycleState", { state: "active" });
+      await eventually(async () => JSON.stringify(await carried()) === JSON.stringify([...boards].sort()), {
+        ms: 12_000,
+        what: "the board back on the stream",
+      });
+      await waitLive(sleeper);
+      assert.ok((await sleeper.evaluate(() => window.boardcast.stream.reattached)) >= 1, "it attached again");
+      const other = await profile(browser, "Fred");
+      contexts.push(other);
+      const watcher = await openTab(other, server.base, boards[1]);
+      await waitLive(watcher);
+      const t = await timeNewNote(server.base, sleeper, boards[1], watcher);
+      assert.ok(t.saved < 1000, `saved in ${t.saved} ms`);
     }));
 
   it("without SharedWorker each tab holds its own stream and still saves and shows", () =>
