@@ -153,12 +153,14 @@ const toastTimers = new WeakMap();
 /**
  * Shows a short message in the page's toast area (an aria-live region). `kind` is
  * "info" or "error". Messages leave on their own; the same text is not stacked twice.
+ * `action` (`{label, run}`) adds a button (e.g. "Undo") that runs once and closes the toast;
+ * such toasts are never merged, each button belongs to its own action.
  */
-export function toast(message, kind = "info", ms = 5000) {
+export function toast(message, kind = "info", ms = 5000, action = null) {
   const area = document.getElementById("toasts");
   if (!area) return;
   for (const el of area.children) {
-    if (el.dataset.text === message) {
+    if (!action && !el.dataset.action && el.dataset.text === message) {
       restartTimer(el, ms);
       return el;
     }
@@ -175,7 +177,20 @@ export function toast(message, kind = "info", ms = 5000) {
   close.setAttribute("aria-label", "Dismiss message");
   close.textContent = "×";
   close.addEventListener("click", () => el.remove());
-  el.append(text, close);
+  el.append(text);
+  if (action) {
+    el.dataset.action = action.label;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "toast-action";
+    button.textContent = action.label;
+    button.addEventListener("click", () => {
+      el.remove();
+      action.run();
+    });
+    el.append(button);
+  }
+  el.append(close);
   area.append(el);
   while (area.children.length > 4) area.firstElementChild.remove();
   restartTimer(el, ms);

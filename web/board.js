@@ -45,7 +45,6 @@ const COLORS = [
   { value: "#fed7aa", name: "Peach" },
 ];
 const DEFAULT_SIZE = { width: 200, height: 160 };
-const TYPING_DEBOUNCE_MS = 400;
 const KEY_MOVE_DEBOUNCE_MS = 400;
 /** With no pointer, drag or typing for this long, the others are told this viewer is idle
  * (their cursor of it has faded by then: live.js CURSOR_FADE_MS). */
@@ -141,7 +140,7 @@ function newEntry(note) {
     id: note.id,
     server: note, // newest server state seen
     dirty: {}, // local changes not yet sent
-    inflight: null, // {fields, ifMatch, withText} while a PATCH is on its way
+    inflight: null, // {fields, ifMatch, withText, since} while a PATCH (or the POST) is on its way
     base: null, // {version, text}: what unsent or in-flight text edits started from
     gesture: null, // {kind: "drag"|"resize", ...} while a pointer gesture is in progress
     remote: null, // {x, y, width, height} while someone else drags or resizes it
@@ -152,7 +151,11 @@ function newEntry(note) {
     keyTimer: 0,
     retryTimer: 0,
     again: false, // another flush was asked for while one was in flight
-    rebased: 0,
+    rebased: 0, // 412s in a row (outbox.js)
+    create: null, // the POST body while the note has only a client-side id (outbox.js)
+    dirtySince: 0, // when the oldest unsent change was made (outbox.js: "unsaved" after a while)
+    attempts: 0, // failed tries in a row (outbox.js: backoff)
+    lastTextSend: 0, // when typed text was last sent (outbox.js: the throttle)
     el: null,
     parts: null,
   };
@@ -350,7 +353,8 @@ function updateEmptyHint() {
 // ---------------------------------------------------------------------------------------
 // Writes: outbox.js sends what changed here and takes the server's answers back.
 
-const { notePath, flush, change, recolor, createNote, deleteNote } = createWrites({
+const writes = createWrites({
+  boardId,
   boardPath,
   notes,
   tombstones,
@@ -370,7 +374,15 @@ const { notePath, flush, change, recolor, createNote, deleteNote } = createWrite
   raise(e) {
     e.el.style.zIndex = String(++topZ);
   },
+  newEntry,
+  shown,
+  updateEmptyHint,
+  writeStatus(kept) {
+    keptWrites = kept;
+    setStatus(streamState);
+  },
 });
+const { flush, change, recolor, createNote, deleteNote } = writes;
 
 function neighbour(e) {
   const all = [...world.querySelectorAll(".note")];
@@ -415,26 +427,15 @@ function wireNote(e) {
   el.addEventListener("dblclick", (ev) => ev.stopPropagation());
 
   text.addEventListener("input", () => {
-    if (client && Date.now() - e.typingSignalAt > TYPING_SIGNAL_MS) {
+    // A note made offline has no server id yet: nothing to point the others at.
+    if (client && !e.create && Date.now() - e.typingSignalAt > TYPING_SIGNAL_MS) {
       e.typingSignalAt = Date.now();
       client.signal("note.typing", { note_id: e.id });
     }
     active();
-    if (!e.base) e.base = { version: e.server.version, text: e.server.text };
-    e.dirty.text = text.value;
-    clearTimeout(e.typingTimer);
-    e.typingTimer = setTimeout(() => {
-      e.typingTimer = 0;
-      flush(e);
-    }, TYPING_DEBOUNCE_MS);
+    writes.typed(e, text.value);
   });
-  text.addEventListener("blur", () => {
-    if (e.typingTimer) {
-      clearTimeout(e.typingTimer);
-      e.typingTimer = 0;
-      flush(e);
-    }
-  });
+  text.addEventListener("blur", () => writes.typingDone(e));
   text.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape") {
       ev.preventDefault();
@@ -599,6 +600,17 @@ viewport.addEventListener("dblclick", (ev) => {
   if (ev.target !== viewport && ev.target !== world && ev.target !== emptyHint) return;
   const p = view.toWorld(ev.clientX, ev.clientY);
   createNote(p.x - DEFAULT_SIZE.width / 2, p.y - 24);
+});
+
+// Ctrl/Cmd+Z: undo this page's own last action (outbox.js). In a text field the browser's
+// own undo of the typing applies instead.
+document.addEventListener("keydown", (ev) => {
+  if (ev.defaultPrevented || gone || !(ev.ctrlKey || ev.metaKey) || ev.altKey || ev.shiftKey) return;
+  if (ev.key !== "z" && ev.key !== "Z") return;
+  const t = ev.target;
+  if (t.closest && t.closest("input, textarea, select, [contenteditable], .overlay:not([hidden])")) return;
+  ev.preventDefault();
+  writes.undo();
 });
 
 document.addEventListener("keydown", (ev) => {
@@ -785,7 +797,27 @@ new ResizeObserver(([entry]) => {
 // order, resumes with the last event id, and lets EventSource reconnect after the server's
 // `retry:` (jittered at a deploy), stepping in only for a silent or refused stream.
 
+/** The stream's state, and how many changes wait too long to be saved (outbox.js). */
+let streamState = "connecting";
+let keptWrites = 0;
+
 function setStatus(state) {
+  streamState = state;
+  // The pill never says "Live" while changes made here are not saved.
+  if (keptWrites > 0 && (state === "live" || state === "reconnecting" || state === "offline")) {
+    const shownState = state === "live" ? "unsaved" : "kept";
+    const text =
+      state === "live"
+        ? `Saving ${keptWrites} ${keptWrites === 1 ? "change" : "changes"}…`
+        : `Offline, ${keptWrites} ${keptWrites === 1 ? "change" : "changes"} kept`;
+    statusEl.dataset.state = shownState;
+    statusEl.dataset.kept = String(keptWrites);
+    statusEl.querySelector(".status-text").textContent = text;
+    statusEl.title = "Not saved yet: kept in this browser and retried until the server has it";
+    presenceEl.classList.toggle("stale", state !== "live");
+    return;
+  }
+  delete statusEl.dataset.kept;
   const text = {
     connecting: "Connecting…",
     live: "Live",
@@ -821,6 +853,8 @@ function connect() {
     on: {
       status(status) {
         if (status === "reconnecting" || status === "paused" || status === "offline") live.clear();
+        // The server is back: what waits to be saved goes now, not at its next backoff.
+        if (status === "live") writes.retryNow();
         setStatus(status);
       },
       snapshot: onSnapshot,
@@ -850,8 +884,9 @@ function onSnapshot(data) {
   for (const id of [...notes.keys()]) {
     if (!present.has(id)) {
       const e = notes.get(id);
-      // Our own note, created after the snapshot was read: its event follows.
-      if (e.inflight) continue;
+      // Our own note, created after the snapshot was read (its event follows), or not
+      // saved yet (outbox.js keeps retrying it).
+      if (e.inflight || e.create) continue;
       removeNote(id, { announce: true });
     }
   }
@@ -859,6 +894,8 @@ function onSnapshot(data) {
   if (firstSnapshot) {
     firstSnapshot = false;
     if (notes.size > 0 && !view.restored) view.showAll();
+    // What this tab (before a reload) or a closed tab of this board had not saved yet.
+    writes.restore();
   }
 }
 
@@ -870,7 +907,9 @@ function onChange(event) {
       const e = notes.get(event.note.id);
       if (e) e.landedAt = Math.max(e.landedAt, Date.parse(event.at) || 0);
       live.landed(event.note.id);
-      applyServerNote(event.note);
+      const updated = applyServerNote(event.note);
+      // Someone else's words while this page has unsent typing: merge them in now.
+      if (updated) writes.serverChanged(updated);
       break;
     }
     case "note.deleted":
@@ -934,16 +973,7 @@ function showGone(message, kind = "deleted") {
 
 // Leaving the page: send what is still waiting for its debounce (the stream closes itself:
 // board-stream.js).
-window.addEventListener("pagehide", () => {
-  for (const e of notes.values()) {
-    clearTimeout(e.typingTimer);
-    clearTimeout(e.keyTimer);
-    if (e.inflight || Object.keys(e.dirty).length === 0) continue;
-    const ifMatch = "text" in e.dirty && e.base ? e.base.version : e.server.version;
-    api("PATCH", notePath(e.id), { body: e.dirty, ifMatch, name: myName, keepalive: true }).catch(() => {});
-    e.dirty = {};
-  }
-});
+window.addEventListener("pagehide", () => writes.leaving());
 
 // A hidden tab tells the others it is idle (board-stream.js gives its stream back later).
 document.addEventListener("visibilitychange", () => {

@@ -1,26 +1,135 @@
-// The page's writes: what a note's local changes become on the server.
+// The page's writes: what the user changes becomes the server's, and nothing typed is lost.
 //
 // board.js owns the notes (their server state, local layers and DOM); this module sends what
-// the user changed (one request per note at a time), takes the server's answer back, and
-// handles a refused or failed write. It reaches the page only through `host`.
+// the user changed and takes the server's answers back. It reaches the page only through
+// `host`.
+//
+// - One request per note at a time; what changes meanwhile waits in `e.dirty` and goes next.
+//   Text goes out while it is typed, at most one save per TEXT_THROTTLE_MS (leading and
+//   trailing edge), so the others see it within a few hundred milliseconds.
+// - A text save names the version its edit started from (`If-Match`). When someone else
+//   changed the note meanwhile (412, whose body carries the current note), the local edit is
+//   rebased onto the server's text three-way (merge.js: diff-match-patch) and saved again;
+//   only a true overlap shows their text and offers ours back. A move, resize or colour is
+//   simply sent again on top of the newer version (the last action wins).
+// - A write that fails for a passing reason (no network, a timeout, 408/429/5xx) is kept and
+//   retried with backoff; one still not saved after STUCK_MS marks its note unsaved and
+//   makes the status pill say so. A note made while the server is unreachable lives under a
+//   client-side id (`local-…`) until its POST succeeds; later edits ride along with it.
+// - Everything not yet saved is also kept in localStorage per board and tab, so a reload or
+//   a closed tab loses nothing: the next page of the board adopts what a closed tab left
+//   (a Web Lock per tab tells a live tab from a closed one).
+// - Undo (undo.js keeps the list): move, resize, colour, text, delete and create.
 
 import { ApiError, api, describeError, toast } from "./api.js";
+import { mapPosition, merge3 } from "./merge.js";
+import { createUndo } from "./undo.js";
 
-const CONFLICT_MESSAGE = "Someone else changed this note — showing their version";
+/** A change not on the server after this long shows as unsaved (issue 18: "a few seconds"). */
+export const STUCK_MS = 3000;
+/** Text is saved at most this often while typed (the others see it ≤ ~250 ms behind). */
+export const TEXT_THROTTLE_MS = 150;
+/** A request with no answer after this long is abandoned and retried (a queued or dead socket). */
+const REQUEST_TIMEOUT_MS = 15_000;
+/** Retries back off exponentially from the first delay to the cap, with jitter (×0.5–1). */
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 8000;
+/** Lost races in a row before a save waits for the backoff instead of trying at once. */
+const MAX_REBASES = 5;
+const STORE_PREFIX = "boardcast.outbox.";
+const TAB_KEY = "boardcast.tab";
+const LOCAL_PREFIX = "local-";
 
 /**
  * The write side of one board page.
  *
- * `host` is what the page lends it: `boardPath` (`/api/boards/{id}`), `notes` (id -> entry),
- * `tombstones`, `DEFAULT_SIZE`, and the functions `gone()`, `myName()`, `color()` /
- * `setColor(c)` (the colour of the next note), `render(e, opts)`, `applyServerNote(note,
- * opts)`, `removeNote(id, opts)`, `showGone(message)`, `ensureVisible(e)`, `neighbour(e)`,
- * `raise(e)` (bring to front).
+ * `host` is what the page lends it: `boardId`, `boardPath` (`/api/boards/{id}`), `notes`
+ * (id -> entry), `tombstones`, `DEFAULT_SIZE`, and the functions `gone()`, `myName()`,
+ * `color()` / `setColor(c)` (the colour of the next note), `newEntry(note)`, `shown(e)`,
+ * `render(e, opts)`, `applyServerNote(note, opts)`, `removeNote(id, opts)`,
+ * `showGone(message)`, `ensureVisible(e)`, `neighbour(e)`, `raise(e)` (bring to front),
+ * `updateEmptyHint()` and `writeStatus(kept)` (how many changes are waiting longer than
+ * STUCK_MS: the status pill).
  */
 export function createWrites(host) {
+  const undo = createUndo();
+  /** Deletes not yet confirmed: id -> {since, attempts, timer}. */
+  const deletes = new Map();
+  let tabId = tabIdentity();
+  /** What this tab kept before a reload, applied after the first snapshot. */
+  let carried = readStore(storeKey());
+  let restored = false;
+  let persistTimer = 0;
+  let lastKept = -1;
+
+  holdTabLock();
+  setInterval(watch, 500);
+
   function notePath(id) {
     return `${host.boardPath}/notes/${encodeURIComponent(id)}`;
   }
+
+  function send(method, path, { body, ifMatch } = {}) {
+    const signal = typeof AbortSignal.timeout === "function" ? AbortSignal.timeout(REQUEST_TIMEOUT_MS) : undefined;
+    return api(method, path, { body, ifMatch, name: host.myName(), signal });
+  }
+
+  /** A failure worth retrying: no answer at all, a timeout, or the server busy or restarting. */
+  function transient(err) {
+    return !(err instanceof ApiError) || err.status === 408 || err.status === 429 || err.status >= 500;
+  }
+
+  function backoff(attempts, err) {
+    if (err instanceof ApiError && err.retryAfter) return err.retryAfter * 1000;
+    const cap = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.max(0, attempts - 1));
+    return Math.round(cap * (0.5 + Math.random() * 0.5));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // What is waiting, and since when
+
+  function markDirty(e) {
+    if (!e.dirtySince) e.dirtySince = Date.now();
+  }
+
+  /** When the oldest change of this note not yet on the server was made (0: none). */
+  function waitingSince(e) {
+    const times = [e.dirtySince, e.inflight ? e.inflight.since : 0].filter(Boolean);
+    return times.length ? Math.min(...times) : 0;
+  }
+
+  /** Marks stuck notes and tells the page how many changes are waiting too long. */
+  function watch() {
+    const now = Date.now();
+    let kept = 0;
+    for (const e of host.notes.values()) {
+      const since = waitingSince(e);
+      const stuck = since > 0 && now - since >= STUCK_MS;
+      if (stuck) kept += 1;
+      showUnsaved(e, stuck);
+    }
+    for (const d of deletes.values()) if (now - d.since >= STUCK_MS) kept += 1;
+    if (kept !== lastKept) {
+      lastKept = kept;
+      host.writeStatus(kept);
+    }
+  }
+
+  function showUnsaved(e, stuck) {
+    if (!e.el) return;
+    if (e.el.classList.contains("note-unsaved") === stuck) return;
+    e.el.classList.toggle("note-unsaved", stuck);
+    if (stuck) {
+      e.el.dataset.unsaved = "true";
+      e.el.title = "Not saved yet: kept here and retried until the server has it";
+    } else {
+      delete e.el.dataset.unsaved;
+      e.el.removeAttribute("title");
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Sending a note's changes
 
   /** Sends what is dirty, one request per note at a time. */
   async function flush(e) {
@@ -30,38 +139,37 @@ export function createWrites(host) {
       return;
     }
     clearTimeout(e.retryTimer);
+    e.retryTimer = 0;
+    if (e.create) {
+      sendCreate(e);
+      return;
+    }
     const fields = { ...e.dirty };
     if (Object.keys(fields).length === 0) {
       e.base = null;
+      e.dirtySince = 0;
       return;
     }
     const withText = "text" in fields;
     const ifMatch = withText && e.base ? e.base.version : e.server.version;
     e.dirty = {};
-    e.inflight = { fields, ifMatch, withText };
+    e.inflight = { fields, ifMatch, withText, since: e.dirtySince || Date.now() };
+    e.dirtySince = 0;
     host.render(e);
-    let retry = false;
+    let again = false;
     try {
-      const note = await api("PATCH", notePath(e.id), { body: fields, ifMatch, name: host.myName() });
+      const note = await send("PATCH", notePath(e.id), { body: fields, ifMatch });
       e.inflight = null;
       e.rebased = 0;
+      e.attempts = 0;
       host.applyServerNote(note, { own: true, withText });
     } catch (err) {
+      const since = e.inflight ? e.inflight.since : Date.now();
       e.inflight = null;
       if (!host.notes.has(e.id)) return;
       if (err instanceof ApiError && err.status === 412 && err.body && err.body.note) {
-        const current = err.body.note;
-        if (withText && e.base && current.text === e.base.text && e.rebased < 3) {
-          // Only something other than the text changed: our words still apply on top.
-          e.rebased += 1;
-          e.base.version = Math.max(e.base.version, current.version);
-          e.dirty = { ...fields, ...e.dirty };
-          host.applyServerNote(current);
-          retry = true;
-        } else {
-          takeTheirs(e, current);
-          return;
-        }
+        again = rebase(e, fields, err.body.note, since);
+        if (!again) return;
       } else if (err instanceof ApiError && err.status === 404) {
         // The note or its board: the board's own answer tells which.
         if (await boardIsGone()) {
@@ -70,30 +178,177 @@ export function createWrites(host) {
           host.removeNote(e.id);
           toast("That note was deleted by someone else.", "info");
         }
+        persist();
         return;
-      } else if (!(err instanceof ApiError) || [429, 502, 503, 504].includes(err.status)) {
-        // Transient: keep the change and try again shortly.
-        e.dirty = { ...fields, ...e.dirty };
-        const wait = err instanceof ApiError && err.retryAfter ? err.retryAfter * 1000 : 2000;
-        e.retryTimer = setTimeout(() => flush(e), wait);
-        toast(`${describeError(err)} Your change will be retried.`, "error");
-        host.render(e);
+      } else if (transient(err)) {
+        // Kept: tried again after a while, or as soon as the stream is back.
+        keepForRetry(e, fields, since, err);
         return;
       } else {
         // Refused for good (a limit, permissions): drop it and show the server's state.
         toast(describeError(err), "error");
         if (!("text" in e.dirty)) e.base = null;
         host.render(e, { forceText: withText && !("text" in e.dirty) });
+        persist();
         return;
       }
     }
-    if (retry || e.again || Object.keys(e.dirty).some((k) => k !== "text")) {
+    persist();
+    if (again || e.again || Object.keys(e.dirty).some((k) => k !== "text")) {
       e.again = false;
       flush(e);
     } else if ("text" in e.dirty && !e.typingTimer) {
       flush(e);
     } else if (!("text" in e.dirty)) {
       e.base = null;
+    }
+    watch();
+  }
+
+  function keepForRetry(e, fields, since, err) {
+    e.dirty = { ...fields, ...e.dirty };
+    e.dirtySince = Math.min(since, e.dirtySince || Infinity);
+    e.attempts = (e.attempts || 0) + 1;
+    clearTimeout(e.retryTimer);
+    e.retryTimer = setTimeout(() => {
+      e.retryTimer = 0;
+      flush(e);
+    }, backoff(e.attempts, err));
+    host.render(e);
+    persist();
+    watch();
+  }
+
+  /**
+   * The 412 path: the server has a newer note. Our unsent changes are rebased onto it and
+   * sent again (true), or, when our text and theirs changed the same words, theirs is shown
+   * and ours offered back (then true as well if other fields remain).
+   */
+  function rebase(e, fields, current, since) {
+    const mine = { ...fields, ...e.dirty };
+    // Ours stays in the field while the newer note is taken (render leaves dirty text alone).
+    e.dirty = mine;
+    host.applyServerNote(current);
+    const server = e.server.version >= current.version ? e.server : current;
+    e.rebased = (e.rebased || 0) + 1;
+    if ("text" in mine) {
+      const base = e.base ? e.base.text : server.text;
+      const r = merge3(base, mine.text, server.text);
+      if (r.clean) {
+        mine.text = r.text;
+      } else {
+        offerMine(e, mine.text);
+        delete mine.text;
+      }
+    }
+    e.base = { version: server.version, text: server.text };
+    for (const k of Object.keys(mine)) if (mine[k] === server[k]) delete mine[k];
+    e.dirty = mine;
+    if ("text" in mine) showText(e, mine.text);
+    if (Object.keys(mine).length === 0) {
+      e.dirtySince = 0;
+      host.render(e);
+      return false;
+    }
+    e.dirtySince = Math.min(since, e.dirtySince || Infinity);
+    if (e.rebased > MAX_REBASES) {
+      // Losing race after race: let the others settle first.
+      keepForRetry(e, {}, since, null);
+      return false;
+    }
+    return true;
+  }
+
+  /** A true overlap: their text stays, ours is one click away (and in the undo list). */
+  function offerMine(e, text) {
+    showText(e, e.server.text);
+    e.el.classList.remove("note-conflict");
+    void e.el.offsetWidth; // restart the highlight animation
+    e.el.classList.add("note-conflict");
+    const id = e.id;
+    toast("Someone else changed the same words at the same time — showing their version.", "info", 20_000, {
+      label: "Restore mine",
+      run() {
+        const n = host.notes.get(undo.resolve(id));
+        if (n) setText(n, text);
+      },
+    });
+  }
+
+  /** Puts `text` in the note's field, keeping the caret where it was relative to the words. */
+  function showText(e, text) {
+    const t = e.parts && e.parts.text;
+    if (!t || t.value === text) return;
+    if (document.activeElement === t) {
+      const before = t.value;
+      const start = mapPosition(before, text, t.selectionStart);
+      const end = mapPosition(before, text, t.selectionEnd);
+      t.value = text;
+      t.setSelectionRange(start, end);
+    } else {
+      t.value = text;
+    }
+  }
+
+  /**
+   * The server's note changed while this page has unsent typing: rebase it now, so the
+   * others' words show while this one types (the save's 412 would do it a moment later).
+   * board.js calls it after taking a newer note from an event.
+   */
+  function serverChanged(e) {
+    if (e.inflight || e.create || !e.base || !("text" in e.dirty)) return;
+    if (e.server.text === e.base.text) return;
+    const r = merge3(e.base.text, e.dirty.text, e.server.text);
+    if (!r.clean) return; // the save meets a 412 and offers both
+    e.base = { version: e.server.version, text: e.server.text };
+    e.dirty.text = r.text;
+    showText(e, r.text);
+  }
+
+  /** Sets the note's text as a local edit (restore, undo) and saves it. */
+  function setText(e, text) {
+    if (!e.base) e.base = { version: e.server.version, text: e.server.text };
+    e.dirty.text = text;
+    markDirty(e);
+    showText(e, text);
+    host.render(e);
+    persist();
+    flush(e);
+  }
+
+  /** Typing in the note's field: saved while typed (throttled), undoable as one run. */
+  function typed(e, value) {
+    const before = host.shown(e).text;
+    if (before !== value) undo.recordText(e.id, before, value);
+    if (!e.base) e.base = { version: e.server.version, text: e.server.text };
+    e.dirty.text = value;
+    markDirty(e);
+    persist();
+    if (e.typingTimer) return;
+    const wait = (e.lastTextSend || 0) + TEXT_THROTTLE_MS - Date.now();
+    if (wait <= 0) {
+      e.lastTextSend = Date.now();
+      flush(e);
+      // Trailing edge: what is typed during the next interval goes at its end.
+      e.typingTimer = setTimeout(() => trailing(e), TEXT_THROTTLE_MS);
+    } else {
+      e.typingTimer = setTimeout(() => trailing(e), wait);
+    }
+  }
+
+  function trailing(e) {
+    e.typingTimer = 0;
+    if (!("text" in e.dirty)) return;
+    e.lastTextSend = Date.now();
+    flush(e);
+  }
+
+  /** The field lost focus: send what waits for the throttle now. */
+  function typingDone(e) {
+    if (e.typingTimer) {
+      clearTimeout(e.typingTimer);
+      e.typingTimer = 0;
+      flush(e);
     }
   }
 
@@ -107,24 +362,18 @@ export function createWrites(host) {
     }
   }
 
-  /** The 412 path: the server's note wins, the user is told. */
-  function takeTheirs(e, current) {
-    clearTimeout(e.typingTimer);
-    e.typingTimer = 0;
-    e.dirty = {};
-    e.base = null;
-    e.gesture = null;
-    if (current.version >= e.server.version) e.server = current;
-    host.render(e, { forceText: true });
-    e.el.classList.remove("note-conflict");
-    void e.el.offsetWidth; // restart the highlight animation
-    e.el.classList.add("note-conflict");
-    toast(CONFLICT_MESSAGE, "info", 6000);
-  }
-
-  function change(e, fields) {
+  /** A move, resize or colour from this page (`record`: undoable). */
+  function change(e, fields, { record = true } = {}) {
+    if (record) {
+      const v = host.shown(e);
+      const before = {};
+      for (const k of Object.keys(fields)) before[k] = v[k];
+      undo.recordFields(e.id, before, fields);
+    }
     Object.assign(e.dirty, fields);
+    markDirty(e);
     host.render(e);
+    persist();
   }
 
   function recolor(e, color) {
@@ -133,8 +382,15 @@ export function createWrites(host) {
     flush(e);
   }
 
-  async function createNote(x, y, { focus = true } = {}) {
-    if (host.gone()) return;
+  // -------------------------------------------------------------------------------------
+  // Creating and deleting
+
+  /**
+   * Makes a note: shown at once under a client-side id, saved by a POST that is retried
+   * until it succeeds. `fields` overrides the defaults (undoing a delete brings them all).
+   */
+  function createNote(x, y, { focus = true, fields = {}, record = true } = {}) {
+    if (host.gone()) return null;
     const body = {
       text: "",
       x: Math.round(x),
@@ -142,42 +398,409 @@ export function createWrites(host) {
       color: host.color(),
       width: host.DEFAULT_SIZE.width,
       height: host.DEFAULT_SIZE.height,
+      ...fields,
     };
-    try {
-      const note = await api("POST", `${host.boardPath}/notes`, { body, name: host.myName() });
-      // The event may have arrived first; either way the note is there once.
-      const e = host.applyServerNote(note) || host.notes.get(note.id);
-      if (e) {
-        host.raise(e);
-        if (focus) e.parts.text.focus({ preventScroll: true });
-        host.ensureVisible(e);
-      }
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404 && (await boardIsGone())) host.showGone("This board was deleted.");
-      else toast(describeError(err), "error");
-    }
+    const id = LOCAL_PREFIX + randomId();
+    const now = new Date().toISOString();
+    const e = host.newEntry({
+      id,
+      board_id: host.boardId,
+      ...body,
+      version: 0,
+      author: host.myName() || null,
+      created_at: now,
+      updated_at: now,
+    });
+    e.create = body;
+    markDirty(e);
+    host.notes.set(id, e);
+    host.render(e);
+    host.raise(e);
+    host.updateEmptyHint();
+    if (focus) e.parts.text.focus({ preventScroll: true });
+    host.ensureVisible(e);
+    if (record) undo.recordCreate(id);
+    persist();
+    sendCreate(e);
+    return e;
   }
 
-  async function deleteNote(e) {
+  async function sendCreate(e) {
+    if (e.inflight) {
+      e.again = true;
+      return;
+    }
+    clearTimeout(e.retryTimer);
+    e.retryTimer = 0;
+    const fields = { ...e.dirty };
+    const body = { ...e.create, ...fields };
+    e.dirty = {};
+    e.inflight = { fields, create: true, since: e.dirtySince || Date.now() };
+    e.dirtySince = 0;
+    host.render(e);
+    let note;
+    try {
+      note = await send("POST", `${host.boardPath}/notes`, { body });
+    } catch (err) {
+      const since = e.inflight.since;
+      e.inflight = null;
+      if (e.discarded) return;
+      if (transient(err)) {
+        keepForRetry(e, fields, since, err);
+      } else if (err instanceof ApiError && err.status === 404 && (await boardIsGone())) {
+        host.showGone("This board was deleted.");
+      } else {
+        toast(`The note could not be saved: ${describeError(err)}`, "error");
+        host.removeNote(e.id);
+        persist();
+      }
+      return;
+    }
+    e.inflight = null;
+    e.attempts = 0;
+    if (e.discarded) {
+      // Deleted here while its POST was on its way: delete it there too.
+      queueDelete(note.id);
+      return;
+    }
+    adopt(e, note, fields);
+    persist();
+    if (Object.keys(e.dirty).length > 0 && !e.typingTimer) flush(e);
+    else if (Object.keys(e.dirty).length === 0) e.base = null;
+    watch();
+  }
+
+  /** The POST answered: the note takes its server id (its event may have come first). */
+  function adopt(e, note, sent) {
+    const local = e.id;
+    host.notes.delete(local);
+    const twin = host.notes.get(note.id);
+    if (twin && twin !== e) {
+      if (twin.server.version > note.version) note = twin.server;
+      if (twin.el) twin.el.remove();
+    }
+    e.id = note.id;
+    e.server = note;
+    e.create = null;
+    if (e.el) e.el.dataset.id = note.id;
+    host.notes.set(note.id, e);
+    undo.alias(local, note.id);
+    if ("text" in e.dirty) e.base = { version: note.version, text: "text" in sent ? sent.text : note.text };
+    host.render(e);
+  }
+
+  function deleteNote(e, { record = true } = {}) {
     if (!host.notes.has(e.id)) return;
+    const note = { ...host.shown(e) };
     const next = host.neighbour(e);
+    clearTimeout(e.typingTimer);
+    clearTimeout(e.retryTimer);
     host.removeNote(e.id);
     if (next) next.el.focus({ preventScroll: true });
+    if (record) {
+      const entry = undo.recordDelete(note);
+      toast("Note deleted.", "info", 8000, {
+        label: "Undo",
+        run() {
+          if (undo.take(entry)) perform(entry);
+        },
+      });
+    }
+    if (e.create) {
+      // Never saved: nothing to delete there, unless its POST is on its way.
+      e.discarded = true;
+      persist();
+      return;
+    }
+    queueDelete(e.id);
+  }
+
+  function queueDelete(id) {
+    deletes.set(id, { since: Date.now(), attempts: 0, timer: 0 });
+    persist();
+    sendDelete(id);
+  }
+
+  async function sendDelete(id) {
+    const d = deletes.get(id);
+    if (!d) return;
+    clearTimeout(d.timer);
+    d.timer = 0;
     try {
-      await api("DELETE", notePath(e.id), { name: host.myName() });
+      await send("DELETE", notePath(id));
     } catch (err) {
-      if (err instanceof ApiError && err.status === 404) return; // gone already: fine
-      toast(`The note could not be deleted: ${describeError(err)}`, "error");
-      host.tombstones.delete(e.id);
+      if (!(err instanceof ApiError && err.status === 404)) {
+        if (transient(err)) {
+          d.attempts += 1;
+          d.timer = setTimeout(() => sendDelete(id), backoff(d.attempts, err));
+          return;
+        }
+        deletes.delete(id);
+        persist();
+        toast(`The note could not be deleted: ${describeError(err)}`, "error");
+        host.tombstones.delete(id);
+        try {
+          const data = await api("GET", `${host.boardPath}/notes`);
+          const back = data.notes.find((n) => n.id === id);
+          if (back) host.applyServerNote(back);
+        } catch {
+          // The stream will bring it back on its next snapshot or event.
+        }
+        return;
+      }
+    }
+    deletes.delete(id);
+    persist();
+    watch();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Undo
+
+  /** Undoes the newest action that still applies; false when there is none. */
+  function undoLast() {
+    for (;;) {
+      const entry = undo.pop();
+      if (!entry) {
+        toast("Nothing to undo.", "info", 2000);
+        return false;
+      }
+      if (perform(entry)) return true;
+    }
+  }
+
+  function perform(entry) {
+    if (host.gone()) return false;
+    if (entry.kind === "delete") {
+      const n = entry.note;
+      const e = createNote(n.x, n.y, {
+        focus: false,
+        record: false,
+        fields: { text: n.text, color: n.color, width: n.width, height: n.height },
+      });
+      if (!e) return false;
+      undo.alias(n.id, e.id);
+      e.el.focus({ preventScroll: true });
+      return true;
+    }
+    const e = host.notes.get(undo.resolve(entry.id));
+    if (!e) return false;
+    if (entry.kind === "create") {
+      deleteNote(e, { record: false });
+    } else if (entry.kind === "fields") {
+      change(e, entry.before, { record: false });
+      flush(e);
+    } else if (entry.kind === "text") {
+      // Take back only our words: others' edits made since stay.
+      setText(e, merge3(entry.after, entry.before, host.shown(e).text).text);
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Kept across reloads and closed tabs
+
+  function storeKey(tab = tabId) {
+    return `${STORE_PREFIX}${host.boardId}.${tab}`;
+  }
+
+  function tabIdentity() {
+    try {
+      let id = sessionStorage.getItem(TAB_KEY);
+      if (!id) {
+        id = randomId();
+        sessionStorage.setItem(TAB_KEY, id);
+      }
+      return id;
+    } catch {
+      return randomId();
+    }
+  }
+
+  /**
+   * Holds this tab's lock while the page lives, so another page can tell a closed tab's
+   * kept writes (lock free) from a live tab's. A duplicated tab copies sessionStorage: if
+   * the lock is taken, this tab takes a new identity.
+   */
+  function holdTabLock() {
+    if (!navigator.locks) return;
+    const hold = (id) =>
+      navigator.locks.request(`boardcast.tab.${id}`, { ifAvailable: true }, (lock) => {
+        if (!lock) return false;
+        return new Promise(() => {}); // held until the page goes
+      });
+    hold(tabId).then((got) => {
+      if (got !== false) return;
+      tabId = randomId();
       try {
-        const data = await api("GET", `${host.boardPath}/notes`);
-        const back = data.notes.find((n) => n.id === e.id);
-        if (back) host.applyServerNote(back);
+        sessionStorage.setItem(TAB_KEY, tabId);
       } catch {
-        // The stream will bring it back on its next snapshot or event.
+        // This page keeps its new identity in memory.
+      }
+      carried = null;
+      hold(tabId);
+      persist();
+    });
+  }
+
+  function readStore(key) {
+    try {
+      const data = JSON.parse(localStorage.getItem(key) || "null");
+      return data && data.v === 1 ? data : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Writes what waits to localStorage (soon, or `now` when the page goes away). */
+  function persist({ now = false } = {}) {
+    clearTimeout(persistTimer);
+    if (now) writeStore();
+    else persistTimer = setTimeout(writeStore, 50);
+  }
+
+  function writeStore() {
+    persistTimer = 0;
+    const data = { v: 1, at: Date.now(), notes: [], deletes: [...deletes.keys()] };
+    for (const e of host.notes.values()) {
+      const fields = { ...(e.inflight ? e.inflight.fields : null), ...e.dirty };
+      if (e.create) data.notes.push({ id: e.id, create: e.create, fields });
+      else if (Object.keys(fields).length > 0) data.notes.push({ id: e.id, fields, base: e.base });
+    }
+    if (carried) {
+      data.notes.push(...carried.notes);
+      data.deletes.push(...carried.deletes);
+    }
+    try {
+      if (data.notes.length === 0 && data.deletes.length === 0) localStorage.removeItem(storeKey());
+      else localStorage.setItem(storeKey(), JSON.stringify(data));
+    } catch {
+      // Storage full or disabled: the writes are still kept in memory and retried.
+    }
+  }
+
+  /**
+   * After the first snapshot: sends what this tab kept before a reload, and what closed tabs
+   * of this board left behind.
+   */
+  async function restore() {
+    if (restored) return;
+    restored = true;
+    const found = [];
+    if (carried) found.push(carried);
+    carried = null;
+    const prefix = `${STORE_PREFIX}${host.boardId}.`;
+    let keys = [];
+    try {
+      keys = Object.keys(localStorage).filter((k) => k.startsWith(prefix) && k !== storeKey());
+    } catch {
+      keys = [];
+    }
+    for (const key of keys) {
+      const tab = key.slice(prefix.length);
+      const free = navigator.locks
+        ? await navigator.locks.request(`boardcast.tab.${tab}`, { ifAvailable: true }, (lock) => lock !== null)
+        : false;
+      if (!free) continue;
+      const data = readStore(key);
+      try {
+        localStorage.removeItem(key);
+      } catch {
+        // Read-only storage: it is adopted again next time, and a replayed change is harmless.
+      }
+      if (data) found.push(data);
+    }
+    for (const data of found) replay(data);
+    persist();
+  }
+
+  function replay(data) {
+    for (const n of data.notes || []) {
+      if (n.create) {
+        const body = { ...n.create, ...n.fields };
+        createNote(body.x, body.y, { focus: false, record: false, fields: body });
+        continue;
+      }
+      const e = host.notes.get(n.id);
+      if (!e) {
+        if (n.fields && n.fields.text) {
+          toast(`A note you changed was deleted meanwhile. Your text: “${n.fields.text.slice(0, 200)}”`, "info", 20_000);
+        }
+        continue;
+      }
+      e.dirty = { ...n.fields, ...e.dirty };
+      if (n.base && (!e.base || n.base.version < e.base.version)) e.base = n.base;
+      if ("text" in e.dirty && !e.base) e.base = { version: e.server.version, text: e.server.text };
+      markDirty(e);
+      host.render(e);
+      flush(e);
+    }
+    for (const id of data.deletes || []) {
+      if (host.notes.has(id)) host.removeNote(id);
+      queueDelete(id);
+    }
+  }
+
+  /** The stream is back or the network returned: retry what waits now, not at its backoff. */
+  function retryNow() {
+    for (const e of host.notes.values()) {
+      if (e.retryTimer) {
+        clearTimeout(e.retryTimer);
+        e.retryTimer = 0;
+        e.attempts = 0;
+        flush(e);
+      }
+    }
+    for (const [id, d] of deletes) {
+      if (d.timer) {
+        d.attempts = 0;
+        sendDelete(id);
       }
     }
   }
 
-  return { notePath, flush, boardIsGone, takeTheirs, change, recolor, createNote, deleteNote };
+  /**
+   * The page goes away: keep everything (localStorage) and send what waits for the
+   * throttle with `keepalive`, which outlives the page.
+   */
+  function leaving() {
+    for (const e of host.notes.values()) {
+      clearTimeout(e.typingTimer);
+      clearTimeout(e.keyTimer);
+      if (e.inflight || e.create || Object.keys(e.dirty).length === 0) continue;
+      const ifMatch = "text" in e.dirty && e.base ? e.base.version : e.server.version;
+      api("PATCH", notePath(e.id), { body: e.dirty, ifMatch, name: host.myName(), keepalive: true }).catch(() => {});
+    }
+    persist({ now: true });
+  }
+
+  return {
+    notePath,
+    flush,
+    boardIsGone,
+    change,
+    recolor,
+    createNote,
+    deleteNote,
+    typed,
+    typingDone,
+    serverChanged,
+    undo: undoLast,
+    restore,
+    retryNow,
+    leaving,
+    /** Changes waiting longer than STUCK_MS (as shown by the pill). */
+    get kept() {
+      return Math.max(0, lastKept);
+    },
+    isLocal: (id) => String(id).startsWith(LOCAL_PREFIX),
+  };
+}
+
+function randomId() {
+  if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  // Plain HTTP on a LAN address is not a secure context: no randomUUID there.
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
 }

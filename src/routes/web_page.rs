@@ -75,6 +75,8 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "live.js" => (JAVASCRIPT, include_bytes!("../../web/live.js")),
         "view.js" => (JAVASCRIPT, include_bytes!("../../web/view.js")),
         "outbox.js" => (JAVASCRIPT, include_bytes!("../../web/outbox.js")),
+        "merge.js" => (JAVASCRIPT, include_bytes!("../../web/merge.js")),
+        "undo.js" => (JAVASCRIPT, include_bytes!("../../web/undo.js")),
         "index.js" => (JAVASCRIPT, include_bytes!("../../web/index.js")),
         "signin.js" => (JAVASCRIPT, include_bytes!("../../web/signin.js")),
         "docs.js" => (JAVASCRIPT, include_bytes!("../../web/docs.js")),
@@ -82,6 +84,11 @@ pub fn static_asset(name: &str) -> Option<Asset> {
         "redoc.standalone.js" => (
             JAVASCRIPT,
             include_bytes!("../../web/vendor/redoc.standalone.js"),
+        ),
+        // diff-match-patch-es 2.0.1 from npm, as published (scripts/vendor-dmp).
+        "diff-match-patch-es.js" => (
+            JAVASCRIPT,
+            include_bytes!("../../web/vendor/diff-match-patch-es.js"),
         ),
         "icon.svg" => (SVG, include_bytes!("../../web/icon.svg")),
         _ => return None,

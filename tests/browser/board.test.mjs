@@ -231,7 +231,7 @@ describe("two people on one board", () => {
       }
     }));
 
-  it("a stale edit gets the 412 path and the user sees the newer text", () =>
+  it("a stale edit gets the 412 path and is rebased onto the newer text: both words stay", () =>
     step(async () => {
       const note = await api(server.base, "POST", `/api/boards/${board.id}/notes`, {
         text: "Original words",
@@ -265,25 +265,22 @@ describe("two people on one board", () => {
       assert.equal(res.status(), 412);
       await ana.unroute(`**/api/boards/${board.id}/notes/${note.id}`);
 
-      await eventually(async () => (await field.inputValue()) === "Someone else's newer words", {
-        what: "A to show the newer text",
-      });
-      await ana
-        .locator("#toasts .toast", { hasText: "Someone else changed this note — showing their version" })
-        .waitFor({ timeout: 2000 });
-      // The newer text stays: the server kept it and B sees it too.
-      await eventually(async () => (await shownNotes(ben))[note.id]?.text === "Someone else's newer words", {
-        what: "B to show the newer text",
+      // The edits touched different words: A's is rebased onto theirs (outbox.js, merge.js)
+      // and saved with the newer If-Match, and everyone ends with both.
+      const merged = "Someone else's newer words plus mine";
+      await eventually(async () => (await field.inputValue()) === merged, { what: "A to show the merged text" });
+      await eventually(async () => (await shownNotes(ben))[note.id]?.text === merged, {
+        what: "B to show the merged text",
       });
       await sleep(800);
-      assert.equal(await field.inputValue(), "Someone else's newer words");
+      assert.equal(await field.inputValue(), merged);
       const onServer = (await api(server.base, "GET", `/api/boards/${board.id}`)).notes.find((n) => n.id === note.id);
-      assert.equal(onServer.text, "Someone else's newer words");
+      assert.equal(onServer.text, merged);
       // The field is usable again: a new edit goes through.
       await field.click();
       await ana.keyboard.press("End");
       await ana.keyboard.type("!");
-      await eventually(async () => (await shownNotes(ben))[note.id]?.text === "Someone else's newer words!", {
+      await eventually(async () => (await shownNotes(ben))[note.id]?.text === `${merged}!`, {
         what: "A's next edit to reach B",
       });
     }));

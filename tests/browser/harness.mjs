@@ -8,7 +8,7 @@
 
 import { spawn, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -166,6 +166,21 @@ export async function openPage(browser, url, { name, viewport = { width: 1280, h
         // about:blank has no storage
       }
     }, name);
+  }
+  if (process.env.BOARDCAST_WEB_DIR) {
+    // Development only: serve /static/ from a web/ directory on disk, so a change to the
+    // page needs no release build. Tests that count must run without it (the binary's files).
+    const dir = process.env.BOARDCAST_WEB_DIR;
+    await context.route("**/static/*", async (route) => {
+      const name = new URL(route.request().url()).pathname.split("/").pop();
+      for (const file of [path.join(dir, name), path.join(dir, "vendor", name)]) {
+        if (existsSync(file)) {
+          const type = name.endsWith(".css") ? "text/css" : name.endsWith(".svg") ? "image/svg+xml" : "text/javascript";
+          return route.fulfill({ body: readFileSync(file), contentType: type });
+        }
+      }
+      return route.continue();
+    });
   }
   const page = await context.newPage();
   page.problems = [];
