@@ -56,13 +56,15 @@ export function createWrites(host) {
   /** Deletes not yet confirmed: id -> {since, attempts, timer}. */
   const deletes = new Map();
   let tabId = tabIdentity();
-  /** What this tab kept before a reload, applied after the first snapshot. */
-  let carried = readStore(storeKey());
+  /** What this tab kept before a reload (read once it holds its lock), sent after the first snapshot. */
+  let carried = null;
+  /** Storage is written only while this tab holds its lock (see holdTabLock). */
+  let lockHeld = false;
   let restored = false;
   let persistTimer = 0;
   let lastKept = -1;
 
-  holdTabLock();
+  const tabReady = holdTabLock();
   setInterval(watch, 500);
 
   function notePath(id) {
@@ -620,28 +622,46 @@ export function createWrites(host) {
   }
 
   /**
-   * Holds this tab's lock while the page lives, so another page can tell a closed tab's
-   * kept writes (lock free) from a live tab's. A duplicated tab copies sessionStorage: if
-   * the lock is taken, this tab takes a new identity.
+   * Holds this tab's Web Lock while the page lives: another page adopts a tab's kept writes
+   * only while holding that tab's lock, so a live tab's are never taken, and a closed tab's
+   * are taken once. The tab reads its own kept writes only once it holds the lock (if a
+   * page adopted them first, they are gone). A reload waits up to a second for the old
+   * document to let go; still taken after that, the tab is a duplicate (duplicating a tab
+   * copies sessionStorage) and takes a new identity.
    */
   function holdTabLock() {
-    if (!navigator.locks) return;
-    const hold = (id) =>
-      navigator.locks.request(`boardcast.tab.${id}`, { ifAvailable: true }, (lock) => {
-        if (!lock) return false;
-        return new Promise(() => {}); // held until the page goes
-      });
-    hold(tabId).then((got) => {
-      if (got !== false) return;
-      tabId = randomId();
-      try {
-        sessionStorage.setItem(TAB_KEY, tabId);
-      } catch {
-        // This page keeps its new identity in memory.
-      }
-      carried = null;
-      hold(tabId);
+    const start = () => {
+      carried = readStore(storeKey());
+      lockHeld = true;
       persist();
+    };
+    if (!navigator.locks) {
+      start();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const hold = (id, options) =>
+        navigator.locks.request(`boardcast.tab.${id}`, options, (lock) => {
+          if (!lock) return false;
+          tabId = id;
+          start();
+          resolve();
+          return new Promise(() => {}); // held until the page goes
+        });
+      const wait = typeof AbortSignal.timeout === "function" ? { signal: AbortSignal.timeout(1000) } : { ifAvailable: true };
+      hold(tabId, wait).then(
+        (got) => got === false && again(),
+        () => again(),
+      );
+      function again() {
+        const id = randomId();
+        try {
+          sessionStorage.setItem(TAB_KEY, id);
+        } catch {
+          // This page keeps its new identity in memory.
+        }
+        hold(id, { ifAvailable: true });
+      }
     });
   }
 
@@ -663,6 +683,7 @@ export function createWrites(host) {
 
   function writeStore() {
     persistTimer = 0;
+    if (!lockHeld) return; // written once the lock is held (holdTabLock)
     const data = { v: 1, at: Date.now(), notes: [], deletes: [...deletes.keys()] };
     for (const e of host.notes.values()) {
       const fields = { ...(e.inflight ? e.inflight.fields : null), ...e.dirty };
@@ -688,6 +709,7 @@ export function createWrites(host) {
   async function restore() {
     if (restored) return;
     restored = true;
+    await tabReady;
     const found = [];
     if (carried) found.push(carried);
     carried = null;
@@ -700,16 +722,18 @@ export function createWrites(host) {
     }
     for (const key of keys) {
       const tab = key.slice(prefix.length);
-      const free = navigator.locks
-        ? await navigator.locks.request(`boardcast.tab.${tab}`, { ifAvailable: true }, (lock) => lock !== null)
-        : false;
-      if (!free) continue;
-      const data = readStore(key);
-      try {
-        localStorage.removeItem(key);
-      } catch {
-        // Read-only storage: it is adopted again next time, and a replayed change is harmless.
-      }
+      if (!navigator.locks) continue; // no way to tell a closed tab from a live one
+      // Read and removed while holding the closed tab's lock: taken once, by one page.
+      const data = await navigator.locks.request(`boardcast.tab.${tab}`, { ifAvailable: true }, (lock) => {
+        if (!lock) return null;
+        const kept = readStore(key);
+        try {
+          localStorage.removeItem(key);
+        } catch {
+          // Storage refused: the next page adopts it again (its edits merge as no-ops).
+        }
+        return kept;
+      });
       if (data) found.push(data);
     }
     for (const data of found) replay(data);
@@ -763,13 +787,15 @@ export function createWrites(host) {
 
   /**
    * The page goes away: keep everything (localStorage) and send what waits for the
-   * throttle with `keepalive`, which outlives the page.
+   * throttle with `keepalive`, which outlives the page. A note whose last try failed is not
+   * sent: the server was unreachable a moment ago, and the next page of this board sends
+   * the kept copy.
    */
   function leaving() {
     for (const e of host.notes.values()) {
       clearTimeout(e.typingTimer);
       clearTimeout(e.keyTimer);
-      if (e.inflight || e.create || Object.keys(e.dirty).length === 0) continue;
+      if (e.inflight || e.create || e.attempts > 0 || Object.keys(e.dirty).length === 0) continue;
       const ifMatch = "text" in e.dirty && e.base ? e.base.version : e.server.version;
       api("PATCH", notePath(e.id), { body: e.dirty, ifMatch, name: host.myName(), keepalive: true }).catch(() => {});
     }

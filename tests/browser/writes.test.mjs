@@ -280,6 +280,61 @@ describe("writes on a live server", () => {
     }));
 });
 
+describe("writes kept across a reload", () => {
+  let db;
+  let server;
+  let browser;
+  let board;
+  let ana;
+
+  before(async () => {
+    db = createDatabase("writes_reload");
+    migrate(db.url);
+    server = await startServer({ databaseUrl: db.url, port: await freePort() });
+    browser = await launchBrowser();
+    board = await api(server.base, "POST", "/api/boards", { title: "Reloads" });
+    ana = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ana" });
+    await waitLive(ana);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    if (process.env.BROWSER_TEST_LOG) console.log(server.log());
+    db?.drop();
+  });
+
+  const step = (fn) => explainFailure(fn, () => ({ "page A": ana }), () => server.log(), 40);
+
+  it("text that could not be saved survives a reload and is saved once the server takes it", () =>
+    step(async () => {
+      const note = await api(server.base, "POST", `/api/boards/${board.id}/notes`, { text: "Draft", x: 40, y: 40 });
+      await noteEl(ana, note.id).waitFor();
+      // Every write to this note fails as if the network were down (the stream stays up).
+      const route = `**/api/boards/${board.id}/notes/${note.id}`;
+      await ana.route(route, (r) => r.abort("connectionfailed"));
+      await noteEl(ana, note.id).locator("textarea").click();
+      await ana.keyboard.press("End");
+      await ana.keyboard.type(" that must not be lost");
+      await eventually(() => ana.evaluate(() => Object.keys(localStorage).some((k) => k.startsWith("boardcast.outbox."))), {
+        what: "the change kept in storage",
+      });
+      await sleep(300);
+      await ana.reload();
+      await waitLive(ana);
+      await eventually(async () => (await shownNotes(ana))[note.id]?.text === "Draft that must not be lost", {
+        what: "the reloaded page to show the kept text",
+      });
+      assert.equal((await serverNote(server.base, board.id, note.id)).text, "Draft", "the server does not have it yet");
+      await ana.unroute(route);
+      await eventually(async () => (await serverNote(server.base, board.id, note.id))?.text === "Draft that must not be lost", {
+        ms: 15_000,
+        what: "the kept text saved after the reload",
+      });
+      await ana.waitForFunction(() => document.getElementById("status").dataset.state === "live", null, { timeout: 5000 });
+    }));
+});
+
 describe("writes while the server is down", () => {
   let db;
   let port;
