@@ -30,6 +30,7 @@ import {
 import { clampCoord, clampSize, friendlyName } from "./board-core.js";
 import { openBoardStream } from "./board-stream.js";
 import { createLive } from "./live.js";
+import { mapPosition } from "./merge.js";
 import { createWrites } from "./outbox.js";
 import { checkSignIn } from "./signin.js";
 import { createView } from "./view.js";
@@ -273,11 +274,12 @@ function render(e, { forceText = false } = {}) {
   const t = parts.text;
   if (t.value !== v.text && (forceText || !("text" in e.dirty))) {
     if (document.activeElement === t) {
-      // Someone else's words arrive while this field has focus: keep the caret in place.
-      const start = t.selectionStart;
-      const end = t.selectionEnd;
+      // Someone else's words arrive while this field has focus: the caret stays by the same
+      // words (merge.js), not at the same index, or the next keys land inside others' text.
+      const start = mapPosition(t.value, v.text, t.selectionStart);
+      const end = mapPosition(t.value, v.text, t.selectionEnd);
       t.value = v.text;
-      t.setSelectionRange(Math.min(start, t.value.length), Math.min(end, t.value.length));
+      t.setSelectionRange(start, end);
     } else {
       t.value = v.text;
     }
