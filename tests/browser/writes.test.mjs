@@ -422,15 +422,20 @@ describe("writes while the server is down", () => {
       assert.equal(notes.length, 3, `nothing doubled: ${JSON.stringify(notes.map((n) => n.text))}`);
       await ana.waitForFunction(() => document.getElementById("status").dataset.state === "live", null, { timeout: 5000 });
       assert.equal(await ana.locator(".note[data-unsaved]").count(), 0);
-      const onA = await shownNotes(ana);
-      assert.deepEqual(
-        Object.values(onA)
-          .map((n) => n.text)
-          .sort(),
-        ["Before and after", "Kept in a closed tab", "Made while the server was down"],
+      const expected = ["Before and after", "Kept in a closed tab", "Made while the server was down"];
+      await eventually(
+        async () =>
+          JSON.stringify(
+            Object.values(await shownNotes(ana))
+              .map((n) => n.text)
+              .sort(),
+          ) === JSON.stringify(expected),
+        { what: "A to show the three notes, once each" },
       );
-      // Nothing is left waiting in storage.
-      const left = await cy2.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("boardcast.outbox.")));
-      assert.deepEqual(left, []);
+      // Nothing is left waiting in storage (written 50 ms after the last change).
+      await eventually(
+        () => cy2.evaluate(() => !Object.keys(localStorage).some((k) => k.startsWith("boardcast.outbox."))),
+        { what: "the kept changes to leave storage once saved" },
+      );
     }));
 });
