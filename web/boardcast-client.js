@@ -78,7 +78,8 @@ import { CHANGE_TYPES, applyChange, applySnapshot, emptyBoard } from "./board-co
  * }} ClientOptions
  * One board: `board` its id; `lastEventId` resumes after this event instead of a snapshot;
  * `onSignal` gets others' signals (own ones are skipped); `onGone` says the board does not
- * exist (any more); `onRefused` a 401/403 on the stream.
+ * exist (any more); `onRefused` a 401/403 on the stream, or a 400/422 (a parameter breaks a
+ * limit: the client closes instead of retrying).
  */
 
 /**
@@ -93,7 +94,8 @@ import { CHANGE_TYPES, applyChange, applySnapshot, emptyBoard } from "./board-co
  * }} BoardsOptions
  * Many boards on one stream: the same callbacks, each naming its board. `onGone` drops the
  * board from the set; `onRefused` with a board: that board is refused (403) and dropped;
- * with null: the token is (401), and the client tries again later.
+ * with null: the token is (401), and the client tries again later; or the stream's
+ * parameters are (400/422), and the client closes.
  */
 
 /** Missed heartbeats after which a silent stream is given up. */
@@ -330,6 +332,30 @@ class StreamClient {
     this.retryTimer = setTimeout(() => this.open(), delay);
   }
 
+  /**
+   * When the board itself is fine, asks the stream why it refused: a 400 or 422 (a
+   * parameter breaks a limit: a name over 100 characters, a malformed `Last-Event-ID` or
+   * session) will be refused the same way at every retry, so it ends the client instead of
+   * looping. EventSource does not expose the status, hence the second request; a stream
+   * that does open is cancelled at once. Returns the refusal, or null to reconnect.
+   * @returns {Promise<{status: number, message: string} | null>}
+   */
+  async probeRefusal() {
+    const url = await this.streamUrl();
+    if (url === null) return null;
+    const abort = new AbortController();
+    try {
+      const doFetch = this.common.fetch || globalThis.fetch;
+      const res = await doFetch(url, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: abort.signal });
+      if (res.status === 400 || res.status === 422) return { status: res.status, message: await errorMessage(res) };
+      return null;
+    } catch {
+      return null;
+    } finally {
+      abort.abort();
+    }
+  }
+
   /** The status a board's own `GET` answers (0: the network failed). @param {string} board */
   async boardStatus(board) {
     try {
@@ -547,6 +573,15 @@ export class BoardClient extends StreamClient {
       return;
     }
     if (status === 401 || status === 403) this.options.onRefused?.(message, status);
+    if (status === 200) {
+      const refusal = await this.probeRefusal();
+      if (generation !== this.generation) return;
+      if (refusal) {
+        this.close();
+        this.options.onRefused?.(refusal.message, refusal.status);
+        return;
+      }
+    }
     this.reconnectSoon();
   }
 }
@@ -786,6 +821,15 @@ export class BoardsClient extends StreamClient {
       } else if (status === 401) {
         this.options.onRefused?.(null, message, status);
         break;
+      }
+    }
+    if (answers.every((a) => a.status === 200) && this.boards.length > 0) {
+      const refusal = await this.probeRefusal();
+      if (generation !== this.generation) return;
+      if (refusal) {
+        this.close();
+        this.options.onRefused?.(null, refusal.message, refusal.status);
+        return;
       }
     }
     this.reconnectSoon();

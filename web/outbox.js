@@ -22,6 +22,7 @@
 // - Undo (undo.js keeps the list): move, resize, colour, text, delete and create.
 
 import { ApiError, api, describeError, toast } from "./api.js";
+import { clampCoord } from "./board-core.js";
 import { mapPosition, merge3 } from "./merge.js";
 import { createUndo } from "./undo.js";
 
@@ -395,8 +396,10 @@ export function createWrites(host) {
     if (host.gone()) return null;
     const body = {
       text: "",
-      x: Math.round(x),
-      y: Math.round(y),
+      // A double-click past the contract's ±1,000,000 (beside a note at its edge) makes
+      // the note at the edge rather than a refused request.
+      x: clampCoord(Math.round(x)),
+      y: clampCoord(Math.round(y)),
       color: host.color(),
       width: host.DEFAULT_SIZE.width,
       height: host.DEFAULT_SIZE.height,

@@ -289,4 +289,40 @@ describe("the client library", () => {
       client.close();
     }
   });
+  it("closes and says why when the stream refuses its parameters (422), instead of retrying forever", async () => {
+    const board = await api(server.base, "POST", "/api/boards", { title: "Refused" });
+    const refused = [];
+    const one = openBoard({
+      board: board.id,
+      baseUrl: server.base,
+      name: "N".repeat(101),
+      EventSource,
+      onRefused: (message, status) => refused.push({ message, status }),
+    });
+    const many = openBoards({
+      boards: [board.id],
+      baseUrl: server.base,
+      session: "has space/slash",
+      EventSource,
+      onRefused: (b, message, status) => refused.push({ board: b, message, status }),
+    });
+    try {
+      await eventually(() => refused.length === 2, { ms: 15_000, what: "both refusals reported" });
+      const byName = refused.find((r) => !("board" in r));
+      assert.equal(byName.status, 422);
+      assert.match(byName.message, /name/);
+      const bySession = refused.find((r) => "board" in r);
+      assert.equal(bySession.board, null);
+      assert.equal(bySession.status, 422);
+      assert.match(bySession.message, /session/);
+      assert.equal(one.status, "closed");
+      assert.equal(many.status, "closed");
+      // Closed for good: no retry reports it again.
+      await sleep(2_000);
+      assert.equal(refused.length, 2);
+    } finally {
+      one.close();
+      many.close();
+    }
+  });
 });

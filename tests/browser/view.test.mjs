@@ -122,6 +122,27 @@ describe("the view: focus, zoom, show all, kept across reloads", () => {
       assert.deepEqual(unexpectedProblems(page), []);
     }));
 
+  it("a double-click past the board's edge (±1,000,000) makes the note at the edge, not a refused request", () =>
+    step(async () => {
+      const board = await api(server.base, "POST", "/api/boards", { title: "Edge" });
+      const edge = await api(server.base, "POST", `/api/boards/${board.id}/notes`, { text: "edge", x: 999_900, y: 0 });
+      const page = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Edge" });
+      pages.edge = page;
+      await waitLive(page);
+      await page.locator("#recenter").click();
+      const box = await noteEl(page, edge.id).boundingBox();
+      const canvas = await page.locator("#viewport").boundingBox();
+      const at = { x: Math.min(box.x + box.width + 300, canvas.x + canvas.width - 5), y: box.y + box.height / 2 };
+      const beyond = await boardPoint(page, at.x, at.y);
+      assert.ok(beyond.x - 100 > 1_000_000, `the point is past the edge: ${beyond.x}`);
+      const created = page.waitForResponse((r) => r.url().endsWith("/notes") && r.request().method() === "POST");
+      await page.mouse.dblclick(at.x, at.y);
+      const answer = await created;
+      assert.equal(answer.status(), 201, "the note is made");
+      assert.equal((await answer.json()).x, 1_000_000, "at the edge");
+      assert.deepEqual(unexpectedProblems(page), []);
+    }));
+
   it("a two-finger pinch on the canvas zooms around the fingers", () =>
     step(async () => {
       const board = await api(server.base, "POST", "/api/boards", { title: "Pinch" });
