@@ -240,15 +240,23 @@ describe("tabs share one stream", () => {
       };
       assert.deepEqual(await carried(), [...boards].sort());
       // The tab goes silent, as a frozen or hung tab does: nothing it sends reaches the
-      // worker (headless Chromium's CDP freeze did not stop its timers here).
+      // worker, and its own timers do not run, so it does not attach again while frozen
+      // (headless Chromium's CDP freeze did not stop its timers here, so both are faked:
+      // left running, its re-attach raced the worker's drop).
       await sleeper.evaluate(() => {
-        window.boardcast.stream.port.postMessage = () => {};
+        const s = window.boardcast.stream;
+        s.port.postMessage = () => {};
+        Object.defineProperty(s, "heard", { get: () => Number.POSITIVE_INFINITY, set: () => {}, configurable: true });
       });
       await eventually(async () => JSON.stringify(await carried()) === JSON.stringify([boards[0]]), {
         ms: 12_000,
         what: "the frozen tab's board dropped",
       });
-      // Dropped, it hears nothing more; it attaches again (a new port) and takes its board back.
+      // Thawed: its timers run again and find it has heard nothing from the worker for long,
+      // so it attaches again (a new port) and takes its board back.
+      await sleeper.evaluate(() => {
+        Object.defineProperty(window.boardcast.stream, "heard", { value: 0, writable: true, configurable: true });
+      });
       await eventually(async () => JSON.stringify(await carried()) === JSON.stringify([...boards].sort()), {
         ms: 15_000,
         what: "the board back on the stream",
