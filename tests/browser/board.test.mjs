@@ -11,24 +11,20 @@ import {
   HEARTBEAT_MS,
   SCREENSHOTS,
   api,
-  createDatabase,
   ensureScreenshotDir,
   eventually,
   explainFailure,
-  freePort,
-  launchBrowser,
-  migrate,
   noteEl,
   openPage,
   presence,
   shownNotes,
-  startServer,
+  startStack,
   unexpectedProblems,
   waitLive,
 } from "./harness.mjs";
 
 describe("two people on one board", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   let board;
@@ -37,10 +33,8 @@ describe("two people on one board", () => {
   let noteId; // the note A creates and B changes
 
   before(async () => {
-    db = createDatabase("board");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("board");
+    ({ server, browser } = stack);
     board = await api(server.base, "POST", "/api/boards", { title: "Sprint retro" });
     ana = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ana" });
     ben = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ben" });
@@ -48,10 +42,7 @@ describe("two people on one board", () => {
   });
 
   after(async () => {
-    await browser?.close();
-    const status = await server?.stop();
-    if (process.env.BROWSER_TEST_LOG) console.log(server.log());
-    db?.drop();
+    const status = await stack?.stop();
     assert.deepEqual(status, { code: 0, signal: null }, "the server stops cleanly on SIGTERM");
   });
 

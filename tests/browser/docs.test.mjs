@@ -4,25 +4,20 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { createDatabase, freePort, launchBrowser, migrate, startServer } from "./harness.mjs";
+import { startStack } from "./harness.mjs";
 
 describe("the API reference", () => {
-  let db;
+  let stack;
   let server;
   let browser;
 
   before(async () => {
-    db = createDatabase("docs");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("docs");
+    ({ server, browser } = stack);
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    if (process.env.BROWSER_TEST_LOG) console.log(server.log());
-    db?.drop();
+    await stack?.stop();
   });
 
   it("renders every route of /api/openapi.json, offline and within its CSP", async () => {

@@ -147,6 +147,36 @@ export async function startServer({ databaseUrl, port, env = {} }) {
   };
 }
 
+/**
+ * What every browser test file starts with: a throwaway database (named after `name`),
+ * migrated; the server on a free port with `env`; and Chromium. `stop()` closes them in
+ * reverse (printing the server's log when BROWSER_TEST_LOG is set) and returns the server's
+ * exit status, `{code, signal}`. If a step fails, what was already started is closed.
+ * @param {string} name
+ * @param {{env?: Record<string, string>}} [options]
+ */
+export async function startStack(name, { env = {} } = {}) {
+  const db = createDatabase(name);
+  let server = null;
+  let browser = null;
+  const stop = async () => {
+    await browser?.close();
+    const status = await server?.stop();
+    if (server && process.env.BROWSER_TEST_LOG) console.log(server.log());
+    db.drop();
+    return status;
+  };
+  try {
+    migrate(db.url);
+    server = await startServer({ databaseUrl: db.url, port: await freePort(), env });
+    browser = await launchBrowser();
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { server, browser, stop };
+}
+
 export async function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 }

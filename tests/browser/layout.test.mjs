@@ -9,15 +9,11 @@ import { after, before, describe, it } from "node:test";
 import {
   SCREENSHOTS,
   api,
-  createDatabase,
   ensureScreenshotDir,
   eventually,
   explainFailure,
-  freePort,
-  launchBrowser,
-  migrate,
   openPage,
-  startServer,
+  startStack,
   unexpectedProblems,
   waitLive,
 } from "./harness.mjs";
@@ -48,24 +44,20 @@ function horizontalOverflow(page) {
 }
 
 describe("layouts that hold", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   const streams = [];
   const pages = {};
 
   before(async () => {
-    db = createDatabase("layout");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("layout");
+    ({ server, browser } = stack);
   });
 
   after(async () => {
     for (const s of streams) s.abort();
-    await browser?.close();
-    const status = await server?.stop();
-    db?.drop();
+    const status = await stack?.stop();
     assert.deepEqual(status, { code: 0, signal: null }, "the server stops cleanly on SIGTERM");
   });
 

@@ -25,6 +25,7 @@ import {
   presence,
   shownNotes,
   startServer,
+  startStack,
   unexpectedProblems,
   waitLive,
 } from "./harness.mjs";
@@ -279,23 +280,19 @@ describe("live motion between two people", () => {
 });
 
 describe("a crowd in the header", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   const streams = [];
 
   before(async () => {
-    db = createDatabase("crowd");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort(), env: { PRESENCE_LIST_LIMIT: "4" } });
-    browser = await launchBrowser();
+    stack = await startStack("crowd", { env: { PRESENCE_LIST_LIMIT: "4" } });
+    ({ server, browser } = stack);
   });
 
   after(async () => {
     for (const s of streams) s.close();
-    await browser?.close();
-    await server?.stop();
-    db?.drop();
+    await stack?.stop();
   });
 
   it("shows the count, a handful of avatars and +N for the rest", async () => {

@@ -4,26 +4,22 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { createDatabase, freePort, launchBrowser, migrate, openPage, startServer } from "./harness.mjs";
+import { openPage, startStack } from "./harness.mjs";
 
 describe("merging a note's text", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   let page;
 
   before(async () => {
-    db = createDatabase("merge");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("merge");
+    ({ server, browser } = stack);
     page = await openPage(browser, `${server.base}/`, { name: "Ana" });
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    db?.drop();
+    await stack?.stop();
   });
 
   /** merge3(base, mine, theirs) in the page. */

@@ -4,40 +4,23 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import {
-  api,
-  createDatabase,
-  eventually,
-  freePort,
-  launchBrowser,
-  migrate,
-  openPage,
-  presence,
-  startServer,
-  unexpectedProblems,
-  waitLive,
-} from "./harness.mjs";
+import { api, eventually, openPage, presence, startStack, unexpectedProblems, waitLive } from "./harness.mjs";
 
 const CSP =
   "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 describe("the pages", () => {
-  let db;
+  let stack;
   let server;
   let browser;
 
   before(async () => {
-    db = createDatabase("pages");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("pages");
+    ({ server, browser } = stack);
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    if (process.env.BROWSER_TEST_LOG) console.log(server.log());
-    db?.drop();
+    await stack?.stop();
   });
 
   it("are served with their types and security headers; unknown static files are 404", async () => {

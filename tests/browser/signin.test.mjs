@@ -8,19 +8,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import {
-  ROOT,
-  api,
-  createDatabase,
-  eventually,
-  freePort,
-  launchBrowser,
-  migrate,
-  presence,
-  startServer,
-  unexpectedProblems,
-  waitLive,
-} from "./harness.mjs";
+import { ROOT, api, eventually, presence, startStack, unexpectedProblems, waitLive } from "./harness.mjs";
 
 const BIN = process.env.BOARDCAST_BIN || path.join(ROOT, "target/release/boardcast");
 const SECRET = randomBytes(32).toString("hex");
@@ -49,24 +37,20 @@ async function fresh(browser, url) {
 }
 
 describe("sign-in help on a server with auth on", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   let board;
 
   before(async () => {
-    db = createDatabase("signin");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort(), env: { JWT_SECRET: SECRET } });
-    browser = await launchBrowser();
+    stack = await startStack("signin", { env: { JWT_SECRET: SECRET } });
+    ({ server, browser } = stack);
     const owner = mint(["--sub", "owner", "--name", "Owner"]);
     board = await api(server.base, "POST", "/api/boards", { title: "Team board" }, { Authorization: `Bearer ${owner}` });
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    db?.drop();
+    await stack?.stop();
   });
 
   it("/ without a token explains how to get in, and its command and link work", async () => {

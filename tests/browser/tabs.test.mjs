@@ -14,19 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { EventSource } from "eventsource";
 
 import { openBoards } from "../../web/boardcast-client.js";
-import {
-  api,
-  createDatabase,
-  eventually,
-  explainFailure,
-  freePort,
-  launchBrowser,
-  migrate,
-  shownNotes,
-  startServer,
-  unexpectedProblems,
-  waitLive,
-} from "./harness.mjs";
+import { api, eventually, explainFailure, shownNotes, startStack, unexpectedProblems, waitLive } from "./harness.mjs";
 
 /** `boardcast_streams_open` as the server reports it now. */
 async function streamsOpen(base) {
@@ -80,22 +68,18 @@ async function timeNewNote(base, page, board, other) {
 }
 
 describe("tabs share one stream", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   const pages = {};
 
   before(async () => {
-    db = createDatabase("tabs");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort(), env: { WRITE_RATE_LIMIT: "0" } });
-    browser = await launchBrowser();
+    stack = await startStack("tabs", { env: { WRITE_RATE_LIMIT: "0" } });
+    ({ server, browser } = stack);
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    db?.drop();
+    await stack?.stop();
   });
 
   /** Each test's profiles, closed after it whatever happened. */

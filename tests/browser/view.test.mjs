@@ -7,19 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import {
-  api,
-  createDatabase,
-  explainFailure,
-  freePort,
-  launchBrowser,
-  migrate,
-  noteEl,
-  openPage,
-  startServer,
-  unexpectedProblems,
-  waitLive,
-} from "./harness.mjs";
+import { api, explainFailure, noteEl, openPage, startStack, unexpectedProblems, waitLive } from "./harness.mjs";
 
 /** Where an element is on screen, and whether it lies wholly inside the canvas. */
 async function inCanvas(page, locator) {
@@ -46,22 +34,18 @@ function boardPoint(page, x, y) {
 }
 
 describe("the view: focus, zoom, show all, kept across reloads", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   const pages = {};
 
   before(async () => {
-    db = createDatabase("view");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("view");
+    ({ server, browser } = stack);
   });
 
   after(async () => {
-    await browser?.close();
-    const status = await server?.stop();
-    db?.drop();
+    const status = await stack?.stop();
     assert.deepEqual(status, { code: 0, signal: null }, "the server stops cleanly on SIGTERM");
   });
 

@@ -19,6 +19,7 @@ import {
   openPage,
   shownNotes,
   startServer,
+  startStack,
   status,
   waitLive,
 } from "./harness.mjs";
@@ -33,7 +34,7 @@ function percentile(sorted, p) {
 }
 
 describe("writes on a live server", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   let board;
@@ -41,10 +42,8 @@ describe("writes on a live server", () => {
   let ben;
 
   before(async () => {
-    db = createDatabase("writes");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("writes");
+    ({ server, browser } = stack);
     board = await api(server.base, "POST", "/api/boards", { title: "Planning" });
     ana = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ana" });
     ben = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ben" });
@@ -52,10 +51,7 @@ describe("writes on a live server", () => {
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    if (process.env.BROWSER_TEST_LOG) console.log(server.log());
-    db?.drop();
+    await stack?.stop();
   });
 
   const step = (fn) => explainFailure(fn, () => ({ "page A": ana, "page B": ben }), () => server.log(), 40);
@@ -281,27 +277,22 @@ describe("writes on a live server", () => {
 });
 
 describe("writes kept across a reload", () => {
-  let db;
+  let stack;
   let server;
   let browser;
   let board;
   let ana;
 
   before(async () => {
-    db = createDatabase("writes_reload");
-    migrate(db.url);
-    server = await startServer({ databaseUrl: db.url, port: await freePort() });
-    browser = await launchBrowser();
+    stack = await startStack("writes_reload");
+    ({ server, browser } = stack);
     board = await api(server.base, "POST", "/api/boards", { title: "Reloads" });
     ana = await openPage(browser, `${server.base}/b/${board.id}`, { name: "Ana" });
     await waitLive(ana);
   });
 
   after(async () => {
-    await browser?.close();
-    await server?.stop();
-    if (process.env.BROWSER_TEST_LOG) console.log(server.log());
-    db?.drop();
+    await stack?.stop();
   });
 
   const step = (fn) => explainFailure(fn, () => ({ "page A": ana }), () => server.log(), 40);
