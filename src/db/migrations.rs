@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "viewer_sessions",
         sql: include_str!("../../sql/0007_viewer_sessions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "cheaper_note_create",
+        sql: include_str!("../../sql/0008_cheaper_note_create.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.
@@ -64,10 +69,16 @@ pub fn latest_version() -> i32 {
 /// Applies every migration the database lacks, each in its own transaction, while holding
 /// the advisory lock. Returns the versions applied (none on a second run).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    migrate_to(client, latest_version()).await
+}
+
+/// [`migrate`], but only as far as version `upto`: how tests make a database as an older
+/// release left it, to check that the next migrations upgrade it.
+pub async fn migrate_to(client: &mut Client, upto: i32) -> Result<Vec<i32>, DbError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;
-    let result = apply_missing(client).await;
+    let result = apply_missing(client, upto).await;
     // Released with the session anyway; unlocking explicitly keeps a long-lived caller clean.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
@@ -77,7 +88,7 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
     Ok(applied)
 }
 
-async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, DbError> {
+async fn apply_missing(client: &mut Client, upto: i32) -> Result<Vec<i32>, DbError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -89,7 +100,10 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, DbError> {
         .await?;
     let current = current_version(client).await?;
     let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= upto)
+    {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await.map_err(|e| {
             DbError::from(e).context(format!("migration {} ({}) failed", m.version, m.name))

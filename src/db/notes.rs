@@ -1,8 +1,10 @@
-//! Note statements. Each write is one call of a function of `sql/0004_write_functions.sql`:
+//! Note statements. Each write is one call of a SQL function (a create:
+//! `sql/0008_cheaper_note_create.sql`; an update or delete: `sql/0004_write_functions.sql`):
 //! it takes the board's next seq (locking the board row), changes the note and publishes
 //! its event, in one statement and so one transaction and one round trip.
 
 use deadpool_postgres::GenericClient;
+use serde::Serialize;
 use tokio_postgres::Row;
 
 use super::DbError;
@@ -82,9 +84,40 @@ fn settle(row: &Row) -> Result<Outcome<Note>, DbError> {
 /// The columns a note write function's answer is read by: its outcome, then the note.
 const OUTCOME_COLUMNS: &str = "o.outcome, (o.note).*";
 
+/// The members of `Note` before its two times, in `Note`'s order and with its types, so
+/// that serde writes them as it writes the start of the API's answer (a test below holds
+/// the two together).
+#[derive(Serialize)]
+struct NoteHead<'a> {
+    id: NoteId,
+    board_id: BoardId,
+    text: &'a str,
+    x: f64,
+    y: f64,
+    color: &'a str,
+    width: f64,
+    height: f64,
+    version: i64,
+    author: Option<&'a str>,
+}
+
+impl NoteHead<'_> {
+    /// The JSON of the note up to `author`, without the closing brace: the note create
+    /// function appends `,"created_at":…,"updated_at":…}`, the values only PostgreSQL
+    /// knows. Written here rather than in SQL because serde writes it exactly as the API
+    /// answers and PostgreSQL's text escaping and float formatting cost more per write than
+    /// anything else it did for a create (docs/PERFORMANCE.md, issue 13).
+    fn json_without_times(&self) -> Result<String, DbError> {
+        let mut json = serde_json::to_string(self)
+            .map_err(|e| DbError::query(format!("a note's JSON: {e}")))?;
+        json.pop();
+        Ok(json)
+    }
+}
+
 /// Creates a note and announces `note.created`: one statement, one round trip (the function
 /// takes the board's next seq under its row lock, logs the event and NOTIFYs, all in the
-/// statement's transaction).
+/// statement's transaction). `NoBoard` when there is no such board.
 pub async fn insert(
     client: &impl GenericClient,
     board_id: BoardId,
@@ -93,17 +126,32 @@ pub async fn insert(
     retention: i64,
 ) -> Result<Outcome<Note>, DbError> {
     let stmt = client
-        .prepare_cached(&format!(
-            "SELECT {OUTCOME_COLUMNS} FROM boardcast_note_insert(
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) o"
-        ))
+        .prepare_cached(
+            "SELECT * FROM boardcast_note_create(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
         .await?;
+    let id = NoteId::new();
+    let head = NoteHead {
+        id,
+        board_id,
+        text: &new.text,
+        x: new.x,
+        y: new.y,
+        color: &new.color,
+        width: new.width,
+        height: new.height,
+        // What the column's default gives a new note.
+        version: 1,
+        author,
+    }
+    .json_without_times()?;
     let row = client
         .query_one(
             &stmt,
             &[
                 &board_id.uuid(),
-                &NoteId::new().uuid(),
+                &id.uuid(),
                 &new.text,
                 &new.x,
                 &new.y,
@@ -111,6 +159,7 @@ pub async fn insert(
                 &new.width,
                 &new.height,
                 &author,
+                &head,
                 &board_id.channel(),
                 &retention,
                 &NOTIFY_LIMIT,
@@ -190,4 +239,56 @@ pub async fn delete(
         Outcome::NoBoard => Outcome::NoBoard,
         Outcome::NoNote => Outcome::NoNote,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    /// The create function appends the times to `NoteHead`'s JSON: together they must be the
+    /// note exactly as serde writes the answer, whatever `Note` gains or reorders.
+    #[test]
+    fn the_head_and_the_times_are_the_note_as_answered() {
+        let created_at = Utc
+            .timestamp_opt(1_764_000_000, 123_456_000)
+            .single()
+            .expect("a valid time");
+        for author in [None, Some("An\u{e4} \"Q\"")] {
+            let note = Note {
+                id: NoteId::new(),
+                board_id: BoardId::new(),
+                text: "q\"uote\\ \n\u{1} \u{e9} </script>".into(),
+                x: -0.5,
+                y: 5e-5,
+                color: "#abcdef".into(),
+                width: 20.000_000_000_000_004,
+                height: 2000.0,
+                version: 1,
+                author: author.map(str::to_string),
+                created_at,
+                updated_at: created_at,
+            };
+            let head = NoteHead {
+                id: note.id,
+                board_id: note.board_id,
+                text: &note.text,
+                x: note.x,
+                y: note.y,
+                color: &note.color,
+                width: note.width,
+                height: note.height,
+                version: note.version,
+                author: note.author.as_deref(),
+            }
+            .json_without_times()
+            .expect("the head");
+            let time = serde_json::to_string(&created_at).expect("the time");
+            assert_eq!(
+                format!("{head},\"created_at\":{time},\"updated_at\":{time}}}"),
+                serde_json::to_string(&note).expect("the note")
+            );
+        }
+    }
 }

@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
+use boardcast::{db::migrations, domain::ids::BoardId};
+
 use crate::helpers::{
     TestApp, TestDatabase, base_settings, create_empty_database, database_url, spawn_app,
-    spawn_app_with,
+    spawn_app_with, spawn_on,
 };
 
 /// A plain connection of the test's own that `LISTEN`s on the board's channel; yields each
@@ -305,15 +307,14 @@ async fn events_carry_the_note_exactly_as_the_api_answers_it() {
             event["at"].as_str().is_some_and(|at| at.ends_with('Z')),
             "{payload}"
         );
-        // Byte for byte where PostgreSQL and serde write numbers alike (not for 5e-5,
-        // which PostgreSQL writes 5e-05: the same number).
-        if n != 2 {
-            assert_eq!(
-                note_text(payload),
-                answer.as_str(),
-                "event {n}, byte for byte"
-            );
-        }
+        // Byte for byte: a create's note is written by serde as the answer is (5e-5
+        // included, which PostgreSQL would write 5e-05), the update's by PostgreSQL, which
+        // writes these numbers as serde does.
+        assert_eq!(
+            note_text(payload),
+            answer.as_str(),
+            "event {n}, byte for byte"
+        );
     }
     // And the board's own answer (read back through Rust) says the same.
     let current: Value = app.get_json(&format!("/api/boards/{board}")).await;
@@ -386,6 +387,83 @@ async fn a_write_that_fails_inside_postgres_leaves_no_event_and_takes_no_seq() {
     let (_, event) = receive(&mut rx, &board, 1).await.remove(0);
     assert_eq!(event["seq"], 2);
     assert_eq!(logged_seqs(&app, &board).await, vec![1, 2]);
+}
+
+/// A database as migration 7's release left it, with a board written through that release's
+/// write function, upgraded by the migrations after it: the board keeps its seq and its
+/// log, the next write (the new create function) takes the next seq, and the function the
+/// old release calls still works beside the new one (a deploy runs both for a while).
+#[tokio::test]
+async fn migrating_a_used_database_keeps_every_seq_and_the_next_write_follows() {
+    let database = create_empty_database().await;
+    let mut settings = base_settings();
+    settings.database.dbname(&*database);
+    let (mut client, connection) = settings
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    let applied = migrations::migrate_to(&mut client, 7)
+        .await
+        .expect("migrates to 7");
+    assert_eq!(applied, (1..=7).collect::<Vec<i32>>());
+    let board = Uuid::new_v4();
+    let channel = BoardId(board).channel();
+    client
+        .execute(
+            "INSERT INTO boards (id, title) VALUES ($1, 'before')",
+            &[&board],
+        )
+        .await
+        .expect("a board");
+    let old_insert = "SELECT (boardcast_note_insert($1, $2, $3, 1.5, -2, '#abcdef', 200, 160,
+                          NULL, $4, 1000, 8000)).outcome";
+    for text in ["one", "two"] {
+        let outcome: String = client
+            .query_one(old_insert, &[&board, &Uuid::new_v4(), &text, &channel])
+            .await
+            .expect("the old write function")
+            .get(0);
+        assert_eq!(outcome, "done");
+    }
+
+    let applied = migrations::migrate(&mut client).await.expect("migrates");
+    assert_eq!(
+        applied,
+        (8..=migrations::latest_version()).collect::<Vec<i32>>()
+    );
+    let app = spawn_on(&database, |_| {}).await;
+    let board = board.to_string();
+    let (_listener, mut rx) = listen(&app, &board).await;
+    let before: Value = app.get_json(&format!("/api/boards/{board}")).await;
+    assert_eq!(before["seq"], 2, "the board keeps its seq");
+    let note = app.add_note(&board, "three").await;
+    let (payload, event) = receive(&mut rx, &board, 1).await.remove(0);
+    assert_eq!(event["seq"], 3, "{payload}");
+    assert_eq!(event["type"], "note.created");
+    assert_eq!(event["note"], note);
+    let outcome: String = client
+        .query_one(
+            old_insert,
+            &[
+                &Uuid::parse_str(&board).expect("uuid"),
+                &Uuid::new_v4(),
+                &"four",
+                &channel,
+            ],
+        )
+        .await
+        .expect("the old write function after the upgrade")
+        .get(0);
+    assert_eq!(outcome, "done");
+    let (_, event) = receive(&mut rx, &board, 1).await.remove(0);
+    assert_eq!(event["seq"], 4);
+    assert_eq!(logged_seqs(&app, &board).await, vec![1, 2, 3, 4]);
+    let after: Value = app.get_json(&format!("/api/boards/{board}")).await;
+    assert_eq!(after["seq"], 4);
+    assert_eq!(after["notes"].as_array().map(Vec::len), Some(4));
+    app.stop().await;
 }
 
 /// A new database with no schema at all (dropped when the value is); and its URL.
