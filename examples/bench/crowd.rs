@@ -15,7 +15,7 @@ use crate::{
     clock::{log, pct},
     procfs::{CpuMark, rss_kib},
     server::Server,
-    subscriber::{Slot, SubOutcome, subscribe},
+    subscriber::{Framing, Slot, SubOutcome, Target, subscribe_to},
 };
 
 /// A crowd of subscribers, spread evenly over one or more boards.
@@ -40,17 +40,32 @@ impl Crowd {
         track: usize,
         limit: Duration,
     ) -> Crowd {
-        let pg = ctx.cluster.postmaster;
-        let cpu0 = CpuMark::take(server.pid, pg);
-        let requests: Vec<Arc<Vec<u8>>> = boards
+        let targets: Vec<Target> = boards
             .iter()
-            .map(|board| {
-                Arc::new(
+            .map(|board| Target {
+                addr: server.addr,
+                request: Arc::new(
                     format!("GET /api/boards/{board}/events HTTP/1.1\r\nHost: x\r\n\r\n")
                         .into_bytes(),
-                )
+                ),
+                framing: Framing::Boardcast,
             })
             .collect();
+        Crowd::open_to(ctx, server.pid, &targets, n, track, limit).await
+    }
+
+    /// `open` against any EventSource server (`pid`: the process whose CPU and memory
+    /// the opening is charged to); subscriber `i` goes to `targets[i % targets.len()]`.
+    pub async fn open_to(
+        ctx: &Ctx,
+        pid: u32,
+        targets: &[Target],
+        n: usize,
+        track: usize,
+        limit: Duration,
+    ) -> Crowd {
+        let pg = ctx.cluster.postmaster;
+        let cpu0 = CpuMark::take(pid, pg);
         let gate = Arc::new(Semaphore::new(ctx.open_concurrency));
         let stop = CancellationToken::new();
         let give_up = CancellationToken::new();
@@ -60,9 +75,8 @@ impl Crowd {
         for i in 0..n {
             let slot = Arc::new(Slot::default());
             slots.push(slot.clone());
-            handles.push(tokio::spawn(subscribe(
-                server.addr,
-                requests[i % requests.len()].clone(),
+            handles.push(tokio::spawn(subscribe_to(
+                targets[i % targets.len()].clone(),
                 slot,
                 Some(gate.clone()),
                 stop.clone(),
@@ -102,13 +116,13 @@ impl Crowd {
                 last_report = Instant::now();
                 log(format!(
                     "open: {ready}/{n} streams open, {failed} failed, server RSS {} MiB",
-                    rss_kib(server.pid) / 1024
+                    rss_kib(pid) / 1024
                 ));
             }
             sleep(Duration::from_millis(10)).await;
         }
         let open_secs = started.elapsed().as_secs_f64();
-        let open_cpu = CpuMark::take(server.pid, pg).since(&cpu0);
+        let open_cpu = CpuMark::take(pid, pg).since(&cpu0);
         let open_bytes = slots.iter().map(|s| s.bytes.load(Relaxed)).sum();
         Crowd {
             slots,
@@ -118,6 +132,15 @@ impl Crowd {
             open_bytes,
             open_cpu,
         }
+    }
+
+    /// The report's line on the opening: bytes received by then, and the CPU it took.
+    pub fn opening_line(&self) -> String {
+        format!(
+            "  opening: subscribers had received {:.1} MiB when the last opened; CPU {}",
+            self.open_bytes as f64 / 1048576.0,
+            self.open_cpu
+        )
     }
 
     pub fn ready(&self) -> usize {

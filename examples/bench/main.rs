@@ -1,5 +1,6 @@
 //! The boardcast benchmark: fan-out latency, idle cost, write throughput, the per-stream
-//! mode and signals under load, each against a fresh server process and a fresh database.
+//! mode and signals under load, each against a fresh server process and a fresh database;
+//! and Nchan's fan-out in the same run, measured the same way (`--only shared,nchan`).
 //!
 //! Run it through `scripts/bench`, which starts a throwaway PostgreSQL, builds the release
 //! binary and this example, and raises the open-file limit. By hand:
@@ -29,6 +30,7 @@ mod clock;
 mod cluster;
 mod crowd;
 mod jobs;
+mod nchan;
 mod procfs;
 mod server;
 mod subscriber;
@@ -42,6 +44,7 @@ use clap::{Parser, ValueEnum};
 
 use clock::{base, log};
 use cluster::Cluster;
+use nchan::NchanSetup;
 use procfs::machine;
 use server::Mode;
 
@@ -69,6 +72,9 @@ enum Job {
     Writes,
     /// Fan-out latency in shared mode (`--sizes`)
     Shared,
+    /// The same fan-out against nginx + Nchan (`--sizes`), right after `shared` so both
+    /// are in one run (needs `--nginx` and `--nchan-module`; scripts/bench installs them)
+    Nchan,
     /// Memory per idle stream in shared mode (`--idle`)
     Idle,
     /// Signals under load in shared mode (`--signal-streams` on `--signal-boards`, 10
@@ -120,6 +126,20 @@ struct Args {
     /// `perf record` the server during each fan-out's writes
     #[arg(long)]
     perf: bool,
+    /// nginx for the `nchan` job
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// The Nchan module nginx loads (`load_module`)
+    #[arg(long, default_value = "/usr/lib/nginx/modules/ngx_nchan_module.so")]
+    nchan_module: PathBuf,
+    /// nginx's `worker_processes` for the `nchan` job: `auto` (one per core) lets Nchan
+    /// use every core, as boardcast's actix workers (one per physical core) do
+    #[arg(long, default_value = "auto")]
+    nchan_workers: String,
+    /// Why the `nchan` job cannot run here (scripts/bench sets it when installing nginx
+    /// or the module failed); the report says so instead of running it
+    #[arg(long)]
+    nchan_unavailable: Option<String>,
     /// Small sizes, for trying the program out (overrides the sizes and `--idle`)
     #[arg(long)]
     quick: bool,
@@ -274,6 +294,28 @@ async fn run() -> Res<()> {
             attempt!(jobs::fanout::fanout(&mut ctx, Mode::Shared, n), fans);
         }
     }
+    // Nchan right after our shared-mode fan-out, at the same sizes: one run, one machine.
+    let mut nchan_note = None;
+    if want(Job::Nchan) {
+        let setup = NchanSetup {
+            nginx: args.nginx.clone(),
+            module: args.nchan_module.clone(),
+            workers: args.nchan_workers.clone(),
+            unavailable: args.nchan_unavailable.clone(),
+        };
+        match setup.missing() {
+            Some(why) => {
+                let note = format!("nchan: not run ({why})");
+                ctx.out(&note);
+                nchan_note = Some(note);
+            }
+            None => {
+                for &n in &args.shared_sizes {
+                    attempt!(jobs::nchan::nchan(&mut ctx, &setup, n), fans);
+                }
+            }
+        }
+    }
     if want(Job::Idle) {
         attempt!(
             jobs::idle::idle(&mut ctx, args.idle, args.idle_per_board),
@@ -291,6 +333,10 @@ async fn run() -> Res<()> {
     ctx.out("");
     ctx.out(format!("## Results ({machine})"));
     jobs::fanout::table(&mut ctx, &fans);
+    if let Some(note) = nchan_note {
+        ctx.out("");
+        ctx.out(note);
+    }
     jobs::idle::table(&mut ctx, &idles);
     jobs::throughput::table(&mut ctx, &raws, &writes);
     jobs::open::table(&mut ctx, &opens);

@@ -27,6 +27,35 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The processes whose parent is `pid` (nginx's workers under its master).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| proc_stat(p).is_some_and(|(ppid, _)| ppid == pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Proportional set size of a process and its children, in KiB (`Pss:` of
+/// /proc/PID/smaps_rollup): memory shared between them (nginx's shared zone, where Nchan
+/// keeps its channels and messages) is counted once, split among them.
+pub fn pss_tree_kib(pid: u32) -> u64 {
+    let pss = |p: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    pss(pid) + children(pid).into_iter().map(pss).sum::<u64>()
+}
+
 /// (ppid, utime + stime in clock ticks) of a process.
 pub fn proc_stat(pid: u32) -> Option<(u32, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -73,8 +102,9 @@ pub fn machine_jiffies() -> (u64, u64, u64, u64) {
     )
 }
 
-/// CPU used by each party over a window: the server, the benchmark, PostgreSQL (the
-/// postmaster and its children), every other process, interrupts, and steal.
+/// CPU used by each party over a window: the server (with its children: nginx's workers),
+/// the benchmark, PostgreSQL (the postmaster and its children), every other process,
+/// interrupts, and steal.
 #[derive(Clone)]
 pub struct CpuMark {
     pub at: Instant,
@@ -117,8 +147,8 @@ impl CpuMark {
             let Some((ppid, ticks)) = proc_stat(pid) else {
                 continue;
             };
-            if pid == server_pid {
-                mark.server = ticks;
+            if server_pid != 0 && (pid == server_pid || ppid == server_pid) {
+                mark.server += ticks;
             } else if pid == me {
                 mark.bench = ticks;
             } else if pg_pid != 0 && (pid == pg_pid || ppid == pg_pid) {
@@ -128,6 +158,11 @@ impl CpuMark {
             }
         }
         mark
+    }
+
+    /// Seconds of CPU the server used between `start` and this mark.
+    pub fn server_secs(&self, start: &CpuMark) -> f64 {
+        self.server.saturating_sub(start.server) as f64 / clock_ticks()
     }
 
     /// Seconds of CPU each party used between `start` and this mark.

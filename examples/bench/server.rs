@@ -1,7 +1,13 @@
 //! The server under test: `boardcast migrate` then `boardcast serve` on a fresh database
 //! and a free loopback port, its REST calls, and its graceful stop.
 
-use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 use tokio::{
@@ -65,6 +71,32 @@ pub fn server_command(bin: &PathBuf, url: &str) -> Command {
     cmd
 }
 
+/// Waits until `child` gives `url` an answer `up` accepts, up to 30 s; fails with its
+/// log's text if it exits first.
+pub async fn wait_until_up(
+    child: &mut Child,
+    http: &reqwest::Client,
+    url: &str,
+    up: impl Fn(&reqwest::Response) -> bool,
+    log: &Path,
+) -> Res<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("{} exited ({status}) at start:\n{tail}", log.display()).into());
+        }
+        let answer = http.get(url).timeout(Duration::from_secs(1)).send().await;
+        if answer.is_ok_and(|r| up(&r)) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{url} did not answer within 30 s").into());
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Server {
     pub async fn start(ctx: &Ctx, label: &str, mode: Mode, heartbeat: &str) -> Res<Server> {
         let db = format!("bench_{label}").replace(['-', '.'], "_");
@@ -110,27 +142,9 @@ impl Server {
             log,
             http,
         };
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let tail = std::fs::read_to_string(&server.log).unwrap_or_default();
-                return Err(format!("server exited ({status}) at start:\n{tail}").into());
-            }
-            let ok = server
-                .http
-                .get(format!("{}/healthz", server.base))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err("server did not answer /healthz within 30 s".into());
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
+        let url = format!("{}/healthz", server.base);
+        let healthy = |r: &reqwest::Response| r.status().is_success();
+        wait_until_up(&mut server.child, &server.http, &url, healthy, &server.log).await?;
         Ok(server)
     }
 

@@ -1,6 +1,7 @@
 //! One subscriber: a raw TCP client that sends the request line, decodes the chunked body
 //! and picks the `id:` lines out of it, so that no SSE library sits between the socket and
-//! the clock.
+//! the clock. The same client reads Nchan's EventSource stream (`Framing::Nchan`) for the
+//! comparison in the same run.
 
 use std::{
     net::SocketAddr,
@@ -48,6 +49,20 @@ pub struct SubOutcome {
     pub bytes: u64,
 }
 
+/// Whose EventSource stream a subscriber reads: where the seq of a delivery is, and when
+/// the stream counts as open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// boardcast: `id: <seq>`; open once the first event with an id (the snapshot) is
+    /// complete.
+    Boardcast,
+    /// Nchan: its `id:` is its own message id (`<time>:<tag>`), so the seq is read from the
+    /// data, which is a note event as boardcast sends it (`data: {"seq":N,…`); open once
+    /// its greeting (`: hi` and a blank line, sent when the subscriber is enqueued on the
+    /// channel; Nchan's src/subscribers/eventsource.c) is complete.
+    Nchan,
+}
+
 #[derive(Clone, Copy)]
 pub enum Body {
     Head,
@@ -78,6 +93,7 @@ pub struct Sub {
     pub snapshot: u8,
     /// Inside a presence event: its lines count as presence bytes.
     pub in_presence: bool,
+    pub framing: Framing,
 }
 
 impl Sub {
@@ -99,6 +115,7 @@ impl Sub {
             line_len: 0,
             snapshot: 0,
             in_presence: false,
+            framing: Framing::Boardcast,
         }
     }
 
@@ -123,6 +140,10 @@ impl Sub {
             self.out.status = Some(status);
             if status != 200 {
                 return Err(format!("status {status}"));
+            }
+            if self.framing == Framing::Nchan {
+                // Nchan has no snapshot: the greeting's blank line completes the opening.
+                self.snapshot = 1;
             }
             self.body = if head.contains("transfer-encoding: chunked") {
                 Body::ChunkSize
@@ -225,6 +246,19 @@ impl Sub {
             return;
         }
         let line = &self.line[..prefix];
+        if self.framing == Framing::Nchan {
+            // `data: {"seq":` is 14 bytes: the digits after it fit in PREFIX (24).
+            if let Some(rest) = line.strip_prefix(b"data: {\"seq\":") {
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                if let Some(seq) = std::str::from_utf8(&rest[..digits])
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok())
+                {
+                    self.delivered(seq);
+                }
+            }
+            return;
+        }
         if let Some(id) = line.strip_prefix(b"id:") {
             let seq = std::str::from_utf8(id)
                 .ok()
@@ -270,6 +304,36 @@ pub async fn subscribe(
     give_up: CancellationToken,
     track: usize,
 ) -> SubOutcome {
+    let to = Target {
+        addr,
+        request,
+        framing: Framing::Boardcast,
+    };
+    subscribe_to(to, slot, gate, stop, give_up, track).await
+}
+
+/// Where a subscriber connects, what it sends, and how it reads the answer.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub request: Arc<Vec<u8>>,
+    pub framing: Framing,
+}
+
+/// `subscribe` to any EventSource server: boardcast's or Nchan's.
+pub async fn subscribe_to(
+    to: Target,
+    slot: Arc<Slot>,
+    gate: Option<Arc<Semaphore>>,
+    stop: CancellationToken,
+    give_up: CancellationToken,
+    track: usize,
+) -> SubOutcome {
+    let Target {
+        addr,
+        request,
+        framing,
+    } = to;
     let permit = match gate {
         Some(gate) => tokio::select! {
             p = gate.acquire_owned() => p.ok(),
@@ -286,6 +350,7 @@ pub async fn subscribe(
         };
     }
     let mut sub = Sub::new(slot.clone(), permit, track);
+    sub.framing = framing;
     sub.out.open_ns = now_ns();
     let run = async {
         let mut socket = TcpStream::connect(addr)

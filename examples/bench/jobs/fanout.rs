@@ -1,11 +1,9 @@
 //! Fan-out latency: a crowd on one board, `MESSAGES` notes 100 ms apart, write sent →
-//! event received for every subscriber (`--only per-stream`, `--only shared`).
+//! event received for every subscriber (`--only per-stream`, `--only shared`). What does
+//! not depend on the server (the writes' clock, the latencies, the table) is shared with
+//! the Nchan job (`jobs/nchan.rs`), so both are measured the same way.
 
-use std::{
-    process::Stdio,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
-    time::Duration,
-};
+use std::{future::Future, process::Stdio, time::Duration};
 
 use tokio::{
     process::Command,
@@ -15,9 +13,10 @@ use tokio::{
 use crate::{
     Ctx, Res,
     clock::{log, ms, now_ns, pct},
-    crowd::{Crowd, completeness, failures, open_summary},
+    crowd::{Completeness, Crowd, OpenSummary, completeness, failures, open_summary},
     procfs::{CpuMark, open_fds, rss_kib, threads},
     server::{Mode, Server},
+    subscriber::SubOutcome,
 };
 
 /// Notes written per fan-out run, 100 ms apart.
@@ -25,7 +24,8 @@ pub const MESSAGES: usize = 50;
 const MESSAGE_GAP: Duration = Duration::from_millis(100);
 
 pub struct FanoutRow {
-    pub mode: Mode,
+    /// `per-stream`, `shared` or `nchan`.
+    pub system: &'static str,
     pub n: usize,
     pub opened: usize,
     pub open_secs: f64,
@@ -41,8 +41,144 @@ pub struct FanoutRow {
     pub ended: usize,
     pub post_p50: u64,
     pub rss_per_stream_kib: f64,
-    pub listeners: i64,
+    /// PostgreSQL listener connections (none for Nchan).
+    pub listeners: Option<i64>,
     pub cpu: String,
+    /// Server CPU (nginx: master and workers) per event received over the writes, in µs.
+    pub us_per_delivery: f64,
+}
+
+/// The `MESSAGES` writes of a run, 100 ms apart: when each was sent (index = seq; the
+/// clock is read just before the request goes out), their round trips (sorted), and how
+/// many failed.
+pub struct Published {
+    pub sent: Vec<u64>,
+    pub rtts: Vec<u64>,
+    pub bad: usize,
+}
+
+/// Sends `MESSAGES` writes 100 ms apart through `post(seq)`, which answers the HTTP
+/// status; one of `ok` counts as written.
+pub async fn publish_all<F, Fut>(ok: &[u16], mut post: F) -> Published
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Res<u16>>,
+{
+    let mut sent = vec![0u64; MESSAGES + 1];
+    let mut rtts = Vec::with_capacity(MESSAGES);
+    let mut bad = 0;
+    let mut ticker = interval(MESSAGE_GAP);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for (k, slot) in sent.iter_mut().enumerate().skip(1) {
+        ticker.tick().await;
+        let t = now_ns();
+        *slot = t;
+        match post(k).await {
+            Ok(s) if ok.contains(&s) => {}
+            Ok(s) => {
+                bad += 1;
+                log(format!("write {k}: status {s}"));
+            }
+            Err(e) => {
+                bad += 1;
+                log(format!("write {k}: {e}"));
+            }
+        }
+        rtts.push(now_ns() - t);
+    }
+    rtts.sort_unstable();
+    Published { sent, rtts, bad }
+}
+
+/// What a crowd's outcomes add up to after the writes: the table's row, the opening and
+/// the exactly-once check.
+pub struct Measured {
+    pub row: FanoutRow,
+    pub opening: OpenSummary,
+    pub done: Completeness,
+}
+
+/// The figures of a run from its subscribers' outcomes: the latency of every delivery
+/// (write sent → event received), the slowest subscriber of each message, missing and
+/// duplicated; `cpu` is the server's CPU seconds over the writes and the whole CPU line.
+pub fn measure(
+    system: &'static str,
+    subs: &[SubOutcome],
+    published: &Published,
+    open_secs: f64,
+    cpu: (f64, String),
+) -> Measured {
+    let opening = open_summary(subs);
+    let done = completeness(subs, MESSAGES);
+    let mut all = Vec::with_capacity(done.subscribers * MESSAGES);
+    let mut slowest = vec![0u64; MESSAGES + 1];
+    for s in subs.iter().filter(|s| s.snapshot_ns > 0) {
+        for (k, at) in s.times.iter().enumerate().skip(1) {
+            let sent = published.sent[k];
+            if *at > 0 && sent > 0 {
+                let lat = at.saturating_sub(sent);
+                all.push(lat);
+                slowest[k] = slowest[k].max(lat);
+            }
+        }
+    }
+    all.sort_unstable();
+    let mut slow: Vec<u64> = slowest[1..].to_vec();
+    slow.sort_unstable();
+    let row = FanoutRow {
+        system,
+        n: subs.len(),
+        opened: opening.opened,
+        open_secs,
+        open_p50: opening.p50_ns,
+        open_p99: opening.p99_ns,
+        p50: pct(&all, 50.0),
+        p99: pct(&all, 99.0),
+        max: pct(&all, 100.0),
+        slowest_median: pct(&slow, 50.0),
+        slowest_max: pct(&slow, 100.0),
+        missing: done.missing,
+        duplicated: done.duplicated,
+        ended: done.ended.values().sum(),
+        post_p50: pct(&published.rtts, 50.0),
+        rss_per_stream_kib: 0.0,
+        listeners: None,
+        cpu: cpu.1,
+        us_per_delivery: cpu.0 * 1e6 / done.received.max(1) as f64,
+    };
+    Measured { row, opening, done }
+}
+
+impl Measured {
+    /// The run's first report line, the same for every system.
+    pub fn summary(&self, published: &Published, after: &str) -> String {
+        let (row, opening, done) = (&self.row, &self.opening, &self.done);
+        format!(
+            "fan-out {} N={}: opened {}/{} in {:.1} s (open p50 {} ms, p99 {} ms; failed: {}); deliveries {} of {}, missing {}, duplicated {}, streams ended early: {}; latency p50 {} ms, p99 {} ms, max {} ms; slowest subscriber per message: median {} ms, max {} ms; write p50 {} ms, p99 {} ms ({} failed); server CPU {:.1} µs per delivery; server after: {after}",
+            row.system,
+            row.n,
+            opening.opened,
+            row.n,
+            row.open_secs,
+            ms(opening.p50_ns),
+            ms(opening.p99_ns),
+            failures(&opening.failed),
+            done.received,
+            done.expected,
+            done.missing,
+            done.duplicated,
+            failures(&done.ended),
+            ms(row.p50),
+            ms(row.p99),
+            ms(row.max),
+            ms(row.slowest_median),
+            ms(row.slowest_max),
+            ms(row.post_p50),
+            ms(pct(&published.rtts, 99.0)),
+            published.bad,
+            row.us_per_delivery,
+        )
+    }
 }
 
 pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
@@ -80,8 +216,6 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
     // Let the opening's presence traffic settle before the clock starts.
     sleep(Duration::from_millis(500)).await;
 
-    let sent: Vec<AtomicU64> = (0..=MESSAGES).map(|_| AtomicU64::new(0)).collect();
-    let mut post_rtts = Vec::with_capacity(MESSAGES);
     let perf = if ctx.perf {
         let path = ctx.log_dir.join(format!("{label}.perf.data"));
         Command::new("perf")
@@ -105,26 +239,7 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
         None
     };
     let cpu0 = CpuMark::take(server.pid, ctx.cluster.postmaster);
-    let mut ticker = interval(MESSAGE_GAP);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut bad_posts = 0;
-    for (k, slot) in sent.iter().enumerate().skip(1) {
-        ticker.tick().await;
-        let t = now_ns();
-        slot.store(t, Relaxed);
-        match server.post_note(&board, k).await {
-            Ok(201) => {}
-            Ok(s) => {
-                bad_posts += 1;
-                log(format!("POST {k}: status {s}"));
-            }
-            Err(e) => {
-                bad_posts += 1;
-                log(format!("POST {k}: {e}"));
-            }
-        }
-        post_rtts.push(now_ns() - t);
-    }
+    let published = publish_all(&[201], |k| server.post_note(&board, k)).await;
     crowd
         .wait_for(MESSAGES as i64, Duration::from_secs(10 + n as u64 / 1000))
         .await;
@@ -142,89 +257,31 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
     let counts = server.stream_counts().await;
     let presence_writes = server.presence_writes().await;
     let open_secs = crowd.open_secs;
-    let open_line = format!(
-        "  opening: subscribers had received {:.1} MiB when the last opened; CPU {}",
-        crowd.open_bytes as f64 / 1048576.0,
-        crowd.open_cpu
-    );
+    let open_line = crowd.opening_line();
     let subs = crowd.finish().await;
     server.stop(ctx).await;
     let presence_events: u64 = subs.iter().map(|s| s.presence).sum();
     let presence_bytes: u64 = subs.iter().map(|s| s.presence_bytes).sum();
     let most_presence = subs.iter().map(|s| s.presence_bytes).max().unwrap_or(0);
 
-    if seq != MESSAGES as i64 || bad_posts > 0 {
+    if seq != MESSAGES as i64 || published.bad > 0 {
         log(format!(
-            "warning: board seq {seq} after {MESSAGES} posts ({bad_posts} failed)"
+            "warning: board seq {seq} after {MESSAGES} posts ({} failed)",
+            published.bad
         ));
     }
-    let opening = open_summary(&subs);
-    let done = completeness(&subs, MESSAGES);
-    // Latency of every delivery, and the slowest subscriber of each message.
-    let mut all = Vec::with_capacity(done.subscribers * MESSAGES);
-    let mut slowest = vec![0u64; MESSAGES + 1];
-    for s in subs.iter().filter(|s| s.snapshot_ns > 0) {
-        for (k, at) in s.times.iter().enumerate().skip(1) {
-            let sent = sent[k].load(Relaxed);
-            if *at > 0 && sent > 0 {
-                let lat = at.saturating_sub(sent);
-                all.push(lat);
-                slowest[k] = slowest[k].max(lat);
-            }
-        }
-    }
-    all.sort_unstable();
-    let mut slow: Vec<u64> = slowest[1..].to_vec();
-    slow.sort_unstable();
-    post_rtts.sort_unstable();
-    let cpu = cpu1.since(&cpu0);
-    let row = FanoutRow {
-        mode,
-        n,
-        opened: opening.opened,
-        open_secs,
-        open_p50: opening.p50_ns,
-        open_p99: opening.p99_ns,
-        p50: pct(&all, 50.0),
-        p99: pct(&all, 99.0),
-        max: pct(&all, 100.0),
-        slowest_median: pct(&slow, 50.0),
-        slowest_max: pct(&slow, 100.0),
-        missing: done.missing,
-        duplicated: done.duplicated,
-        ended: done.ended.values().sum(),
-        post_p50: pct(&post_rtts, 50.0),
-        rss_per_stream_kib: if ready > 0 {
-            (rss1 as f64 - rss0 as f64) / ready as f64
-        } else {
-            0.0
-        },
-        listeners,
-        cpu: cpu.clone(),
+    let cpu = (cpu1.server_secs(&cpu0), cpu1.since(&cpu0));
+    let mut measured = measure(mode.as_str(), &subs, &published, open_secs, cpu);
+    measured.row.rss_per_stream_kib = if ready > 0 {
+        (rss1 as f64 - rss0 as f64) / ready as f64
+    } else {
+        0.0
     };
+    measured.row.listeners = Some(listeners);
+    ctx.out(measured.summary(&published, &counts));
     ctx.out(format!(
-        "fan-out {} N={n}: opened {}/{n} in {open_secs:.1} s (open p50 {} ms, p99 {} ms; failed: {}); deliveries {} of {}, missing {}, duplicated {}, streams ended early: {}; latency p50 {} ms, p99 {} ms, max {} ms; slowest subscriber per message: median {} ms, max {} ms; POST p50 {} ms, p99 {} ms; server after: {counts}",
-        mode.as_str(),
-        opening.opened,
-        ms(opening.p50_ns),
-        ms(opening.p99_ns),
-        failures(&opening.failed),
-        done.received,
-        done.expected,
-        done.missing,
-        done.duplicated,
-        failures(&done.ended),
-        ms(row.p50),
-        ms(row.p99),
-        ms(row.max),
-        ms(row.slowest_median),
-        ms(row.slowest_max),
-        ms(row.post_p50),
-        ms(pct(&post_rtts, 99.0)),
-    ));
-    ctx.out(format!(
-        "  memory: RSS {rss0} KiB before, {rss1} KiB with {ready} streams ({:.1} KiB/stream); listener backends {listeners} (PSS {listener_pss:.0} KiB each), {backends} PostgreSQL backends in all; CPU during the writes {cpu}",
-        row.rss_per_stream_kib
+        "  memory: RSS {rss0} KiB before, {rss1} KiB with {ready} streams ({:.1} KiB/stream); listener backends {listeners} (PSS {listener_pss:.0} KiB each), {backends} PostgreSQL backends in all; CPU during the writes {}",
+        measured.row.rss_per_stream_kib, measured.row.cpu
     ));
     ctx.out(format!(
         "{open_line}; presence events received in all: {presence_events} ({:.0} per subscriber); presence bytes per subscriber: mean {:.1} KiB, most {:.1} KiB; {}",
@@ -233,25 +290,28 @@ pub async fn fanout(ctx: &mut Ctx, mode: Mode, n: usize) -> Res<FanoutRow> {
         most_presence as f64 / 1024.0,
         presence_writes,
     ));
-    Ok(row)
+    Ok(measured.row)
 }
 
-/// The fan-out table of the report, and the CPU figure of each run under it.
+/// The fan-out table of the report (Nchan's rows in it, measured the same way), the two
+/// side by side when both ran, and the CPU figure of each run under it.
 pub fn table(ctx: &mut Ctx, fans: &[FanoutRow]) {
     if fans.is_empty() {
         return;
     }
     ctx.out("");
     ctx.out(format!(
-        "Fan-out: {MESSAGES} notes 100 ms apart, write sent → event received (ms)"
+        "Fan-out: {MESSAGES} notes 100 ms apart, write sent → event received (ms); Nchan: the same messages published over HTTP"
     ));
     ctx.out("");
-    ctx.out("| mode | subscribers | opened | open all (s) | open p50 / p99 (ms) | p50 | p99 | max | slowest sub/msg median | slowest sub/msg max | missing | duplicated | ended early | POST p50 | RSS/stream (KiB) | listener conns |");
-    ctx.out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    ctx.out("| mode | subscribers | opened | open all (s) | open p50 / p99 (ms) | p50 | p99 | max | slowest sub/msg median | slowest sub/msg max | missing | duplicated | ended early | write p50 | RSS/stream (KiB) | listener conns | server CPU µs/delivery |");
+    ctx.out(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    );
     for f in fans {
         ctx.out(format!(
-            "| {} | {} | {} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
-            f.mode.as_str(),
+            "| {} | {} | {} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.1} |",
+            f.system,
             f.n,
             f.opened,
             f.open_secs,
@@ -267,11 +327,55 @@ pub fn table(ctx: &mut Ctx, fans: &[FanoutRow]) {
             f.ended,
             ms(f.post_p50),
             f.rss_per_stream_kib,
-            f.listeners
+            f.listeners.map_or("-".to_string(), |l| l.to_string()),
+            f.us_per_delivery,
         ));
     }
+    side_by_side(ctx, fans);
     ctx.out("");
     for f in fans {
-        ctx.out(format!("- CPU, {} N={}: {}", f.mode.as_str(), f.n, f.cpu));
+        ctx.out(format!("- CPU, {} N={}: {}", f.system, f.n, f.cpu));
+    }
+}
+
+/// Shared mode and Nchan at each size both ran at, one line each: issue 11's fan-out
+/// target is "p99 at each N no worse than Nchan's on the same machine".
+fn side_by_side(ctx: &mut Ctx, fans: &[FanoutRow]) {
+    let pairs: Vec<(&FanoutRow, &FanoutRow)> = fans
+        .iter()
+        .filter(|f| f.system == Mode::Shared.as_str())
+        .filter_map(|ours| {
+            let theirs = fans.iter().find(|f| f.system == "nchan" && f.n == ours.n)?;
+            Some((ours, theirs))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    ctx.out("");
+    ctx.out("Shared mode beside Nchan in this run (ms; ours / Nchan's):");
+    ctx.out("");
+    ctx.out("| subscribers | p50 | p99 | max | slowest sub/msg max | missing | duplicated | server CPU µs/delivery | p99 no worse than Nchan's |");
+    ctx.out("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (ours, theirs) in pairs {
+        ctx.out(format!(
+            "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} | {:.1} / {:.1} | {} |",
+            ours.n,
+            ms(ours.p50),
+            ms(theirs.p50),
+            ms(ours.p99),
+            ms(theirs.p99),
+            ms(ours.max),
+            ms(theirs.max),
+            ms(ours.slowest_max),
+            ms(theirs.slowest_max),
+            ours.missing,
+            theirs.missing,
+            ours.duplicated,
+            theirs.duplicated,
+            ours.us_per_delivery,
+            theirs.us_per_delivery,
+            if ours.p99 <= theirs.p99 { "yes" } else { "no" },
+        ));
     }
 }

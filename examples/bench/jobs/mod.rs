@@ -2,6 +2,7 @@
 
 pub mod fanout;
 pub mod idle;
+pub mod nchan;
 pub mod open;
 pub mod raw;
 pub mod signals;
