@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cheaper_note_create",
         sql: include_str!("../../sql/0008_cheaper_note_create.sql"),
     },
+    Migration {
+        version: 9,
+        name: "flat_note_create",
+        sql: include_str!("../../sql/0009_flat_note_create.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.

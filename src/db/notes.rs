@@ -1,5 +1,6 @@
 //! Note statements. Each write is one call of a SQL function (a create:
-//! `sql/0008_cheaper_note_create.sql`; an update or delete: `sql/0004_write_functions.sql`):
+//! `boardcast_note_create`, `sql/0009_flat_note_create.sql`; an update or delete:
+//! `sql/0004_write_functions.sql`):
 //! it takes the board's next seq (locking the board row), changes the note and publishes
 //! its event, in one statement and so one transaction and one round trip.
 

@@ -389,6 +389,41 @@ async fn a_write_that_fails_inside_postgres_leaves_no_event_and_takes_no_seq() {
     assert_eq!(logged_seqs(&app, &board).await, vec![1, 2]);
 }
 
+/// PostgreSQL writes the times of an event (`boardcast_json_time`, migration 9) as serde
+/// writes chrono's `DateTime<Utc>` in the API's answers: 0, 3 or 6 fraction digits. Whole
+/// seconds, whole milliseconds and odd microseconds around one moment, and random times.
+#[tokio::test]
+async fn postgres_writes_event_times_as_serde_does() {
+    let app = spawn_app().await;
+    let rows = app
+        .sql()
+        .await
+        .query(
+            "SELECT t, boardcast_json_time(t) FROM (
+                 SELECT timestamptz '2026-11-30 00:00:00Z' + i * CASE i % 3
+                     WHEN 0 THEN interval '1 millisecond' WHEN 1 THEN interval '1 second'
+                     ELSE interval '1 microsecond' END AS t
+                 FROM generate_series(-3000, 3000) i
+                 UNION ALL
+                 SELECT timestamptz '1970-01-01Z' + random() * interval '40000 days'
+                 FROM generate_series(1, 3000)
+             ) s",
+            &[],
+        )
+        .await
+        .expect("times");
+    assert_eq!(rows.len(), 9001);
+    for row in rows {
+        let time: chrono::DateTime<chrono::Utc> = row.get(0);
+        let text: String = row.get(1);
+        assert_eq!(
+            format!("\"{text}\""),
+            serde_json::to_string(&time).expect("serde"),
+            "{time:?}"
+        );
+    }
+}
+
 /// A database as migration 7's release left it, with a board written through that release's
 /// write function, upgraded by the migrations after it: the board keeps its seq and its
 /// log, the next write (the new create function) takes the next seq, and the function the
