@@ -167,6 +167,8 @@ impl Application {
         // Drop a stream as soon as its client's FIN arrives, not on the next failed write
         // (actix-web #1313). EventSource never half-closes.
         .h1_allow_half_closed(false)
+        // With the event body's pieces, keeps each connection's write buffer at 8 KiB.
+        .h1_write_buffer_size(crate::realtime::WRITE_BUFFER_FILL)
         .keep_alive(HTTP_KEEP_ALIVE)
         // Slowloris: the request line and headers must arrive within this (then 408).
         .client_request_timeout(crate::limits::REQUEST_HEAD_TIMEOUT)

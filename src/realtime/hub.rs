@@ -7,6 +7,19 @@
 //! whose queue is full is dropped from the fan-out (its task closes it as `slow`), so one
 //! stuck client cannot delay the others.
 //!
+//! **One hop per live event.** A stream starts *handled by its task*: the hub hands it
+//! every delivery through the subscription's queue, and the task sends the opening,
+//! replays, fills gaps. Once the task has sent everything up to the live edge and holds
+//! nothing the hub gave it, it asks to go *live* ([`Subscription::go_live`]) with its last
+//! seq. From then on the hub puts each next change frame straight into the stream's
+//! [`Outbox`], the body's own queue: one wake-up (the connection's) per delivery, and the
+//! stream's task sleeps until its heartbeat. Anything else hands the stream back to its
+//! task first, with the last seq the hub put out: an event that is not the next one (a
+//! missed notification: the task fills the gap from the log), `board.deleted`, or a
+//! listener resync. The hub accepts a request only if every delivery it gave the task
+//! before has been taken by it, so nothing the task still holds can come after what the
+//! hub puts out.
+//!
 //! When the connection dies (an error, or a ping that times out on a hung backend) the hub
 //! reconnects with backoff, re-LISTENs every active board and tells every stream to catch
 //! up from the log; `/readyz` answers 503 meanwhile.
@@ -32,7 +45,7 @@ use tokio::{
 use super::{
     QUEUE_LIMIT,
     backoff::Reconnect,
-    body::SignalQueue,
+    body::{Outbox, Refused},
     listener::{self, Listener, ListenerEvent},
     notification::{Decoded, Delivery, decode},
     presence::Presence,
@@ -40,15 +53,23 @@ use super::{
     stats::{DropReason, Stats},
 };
 use crate::db::{Database, DbError};
-use crate::domain::{ids::BoardId, presence::Batch};
+use crate::domain::{event::EventKind, ids::BoardId, presence::Batch};
 
 enum Command {
     Subscribe {
         board: BoardId,
         id: u64,
         tx: mpsc::Sender<Delivery>,
-        signals: Arc<SignalQueue>,
+        outbox: Arc<Outbox>,
         ready: oneshot::Sender<Result<(), DbError>>,
+    },
+    /// The stream's task has sent everything up to `last_sent` and taken `received`
+    /// deliveries: the hub may put the next events in its outbox itself.
+    GoLive {
+        board: BoardId,
+        id: u64,
+        last_sent: i64,
+        received: u64,
     },
     Unsubscribe {
         board: BoardId,
@@ -77,6 +98,23 @@ pub struct Subscription {
     commands: mpsc::UnboundedSender<Command>,
 }
 
+impl Subscription {
+    /// Asks the hub to deliver this board's next change events (after `last_sent`, the
+    /// last seq the stream queued) straight into the stream's outbox. `received` counts
+    /// every delivery taken from `events`: the hub refuses if it has given more (they are
+    /// still on their way, and must go out first); the task then asks again once it has
+    /// taken them. Either way the answer comes as what arrives next: a refusal leaves the
+    /// deliveries coming, an acceptance stops them until a `Delivery::Handback`.
+    pub fn go_live(&self, last_sent: i64, received: u64) {
+        let _ = self.commands.send(Command::GoLive {
+            board: self.board,
+            id: self.id,
+            last_sent,
+            received,
+        });
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Unsubscribe {
@@ -93,6 +131,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// enough for every board's signal window of a flush (one NOTIFY per board), few enough
 /// that subscribes are not held up behind a long backlog.
 const DRAIN_AT_ONCE: usize = 256;
+/// Live deliveries put out between two readings of the clock for their latency: a
+/// reading per delivery would cost more than the delivery's own queueing.
+const LATENCY_EVERY: u64 = 64;
 
 impl Hub {
     /// Connects the listener, then runs the hub's task on the current runtime.
@@ -128,11 +169,12 @@ impl Hub {
 
     /// Joins the board's fan-out; returns once the board's channel is LISTENed, so
     /// nothing committed after this returns can be missed. The board's signals go straight
-    /// into `signals`, the stream's body's own queue, without waking the stream's task.
+    /// into `outbox`, the stream's body's own queue, without waking the stream's task, and
+    /// so do its live events once the stream goes live.
     pub async fn subscribe(
         &self,
         board: BoardId,
-        signals: Arc<SignalQueue>,
+        outbox: Arc<Outbox>,
     ) -> Result<Subscription, DbError> {
         let (tx, events) = mpsc::channel(QUEUE_LIMIT);
         let (ready, listening) = oneshot::channel();
@@ -148,7 +190,7 @@ impl Hub {
                 board,
                 id,
                 tx,
-                signals,
+                outbox,
                 ready,
             })
             .map_err(|_| DbError::unavailable("the listener hub has stopped"))?;
@@ -193,12 +235,71 @@ struct HubTask {
     ping_every: Duration,
 }
 
-/// A stream of a board, as the hub reaches it: its queue of deliveries (changes,
-/// presence) and its body's signal queue.
+/// A stream of a board, as the hub reaches it: its task's queue of deliveries, and its
+/// body's outbox.
 struct Member {
     id: u64,
     tx: mpsc::Sender<Delivery>,
-    signals: Arc<SignalQueue>,
+    outbox: Arc<Outbox>,
+    /// Deliveries put in `tx` so far (the task counts what it takes: see `go_live`).
+    given: u64,
+    /// `Some(last seq put out)` while the hub feeds the outbox itself.
+    live: Option<i64>,
+}
+
+impl Member {
+    /// Gives the task a delivery; `false`: its queue is full or gone, so it leaves.
+    fn give(&mut self, delivery: Delivery) -> bool {
+        match self.tx.try_send(delivery) {
+            Ok(()) => {
+                self.given += 1;
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Hands a live stream back to its task, with the last seq put in its outbox.
+    fn hand_back(&mut self) -> bool {
+        match self.live.take() {
+            Some(last_sent) => self.give(Delivery::Handback { last_sent }),
+            None => true,
+        }
+    }
+
+    /// Offers a change: into the outbox if the stream is live and this is its next event,
+    /// else (back) to the task. `Ok(true)`: put in the outbox; `Err(())`: the stream
+    /// leaves the fan-out (full or gone).
+    fn offer_change(
+        &mut self,
+        event: &Delivery,
+        seq: i64,
+        kind: EventKind,
+        frame: &Bytes,
+    ) -> Result<bool, ()> {
+        if let Some(last) = self.live {
+            if seq <= last {
+                return Ok(false);
+            }
+            if seq == last + 1 && kind != EventKind::BoardDeleted {
+                return match self.outbox.push(frame.clone()) {
+                    Ok(()) => {
+                        self.live = Some(seq);
+                        Ok(true)
+                    }
+                    Err(Refused::Full | Refused::Gone) => Err(()),
+                };
+            }
+            if !self.hand_back() {
+                return Err(());
+            }
+        }
+        if self.give(event.clone()) {
+            Ok(false)
+        } else {
+            Err(())
+        }
+    }
 }
 
 /// What the hub keeps for a board it serves.
@@ -398,7 +499,7 @@ impl HubTask {
             let Ok(presence) = self.reload(board).await else {
                 continue;
             };
-            self.send(board, &Delivery::Resync { presence });
+            self.resync(board, presence);
         }
         Ok(())
     }
@@ -426,11 +527,35 @@ impl HubTask {
                 board,
                 id,
                 tx,
-                signals,
+                outbox,
                 ready,
             } => {
-                let result = self.add(board, Member { id, tx, signals }).await;
+                let member = Member {
+                    id,
+                    tx,
+                    outbox,
+                    given: 0,
+                    live: None,
+                };
+                let result = self.add(board, member).await;
                 let _ = ready.send(result);
+            }
+            Command::GoLive {
+                board,
+                id,
+                last_sent,
+                received,
+            } => {
+                let member = self
+                    .boards
+                    .get_mut(&board)
+                    .and_then(|entry| entry.streams.iter_mut().find(|m| m.id == id));
+                if let Some(member) = member
+                    && member.live.is_none()
+                    && member.given == received
+                {
+                    member.live = Some(last_sent);
+                }
             }
             Command::Unsubscribe { board, id } => {
                 let Some(entry) = self.boards.get_mut(&board) else {
@@ -524,7 +649,7 @@ impl HubTask {
             // streams find the gap on the next event and catch up, or end.
             Decoded::Missing | Decoded::Unavailable | Decoded::Unreadable => return,
         };
-        self.send(board, &event);
+        self.send_change(board, &event);
     }
 
     /// Applies a presence announcement to the board's roster. Per-viewer frames are held
@@ -578,19 +703,73 @@ impl HubTask {
         }
     }
 
-    /// Offers `event` to every stream of `board`; a stream whose queue is full or closed
-    /// leaves the fan-out (dropping its sender ends its subscription).
+    /// Gives `event` (presence) to the task of every stream of `board`; a stream whose
+    /// queue is full or closed leaves the fan-out (dropping its sender ends its
+    /// subscription). Presence is not ordered with changes, so a live stream stays live.
     fn send(&mut self, board: BoardId, event: &Delivery) {
         let Some(entry) = self.boards.get_mut(&board) else {
             return;
         };
         entry
             .streams
-            .retain(|member| match member.tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
-            });
+            .retain_mut(|member| member.give(event.clone()));
         // An emptied board is UNLISTENed when its subscriptions' unsubscribes arrive.
+    }
+
+    /// After a listener outage: every stream goes back to its task, which catches up
+    /// from the log.
+    fn resync(&mut self, board: BoardId, presence: Arc<Listing>) {
+        let Some(entry) = self.boards.get_mut(&board) else {
+            return;
+        };
+        let event = Delivery::Resync { presence };
+        entry
+            .streams
+            .retain_mut(|member| member.hand_back() && member.give(event.clone()));
+    }
+
+    /// Offers a change to every stream of `board`: straight into the outbox of each live
+    /// stream it is the next event of, to the task of every other. Counts the deliveries
+    /// put out here and their latency (commit → queued), read once per [`LATENCY_EVERY`]
+    /// streams.
+    fn send_change(&mut self, board: BoardId, event: &Delivery) {
+        let Delivery::Change {
+            seq,
+            kind,
+            frame,
+            at,
+        } = event
+        else {
+            return self.send(board, event);
+        };
+        let Some(entry) = self.boards.get_mut(&board) else {
+            return;
+        };
+        let stats = &self.stats;
+        let (mut put, mut unobserved) = (0, 0);
+        entry.streams.retain_mut(
+            |member| match member.offer_change(event, *seq, *kind, frame) {
+                Ok(true) => {
+                    put += 1;
+                    unobserved += 1;
+                    if unobserved == LATENCY_EVERY {
+                        if let Some(at) = at {
+                            stats.observe_deliveries_since(*at, unobserved);
+                        }
+                        unobserved = 0;
+                    }
+                    true
+                }
+                Ok(false) => true,
+                Err(()) => false,
+            },
+        );
+        if unobserved > 0
+            && let Some(at) = at
+        {
+            stats.observe_deliveries_since(*at, unobserved);
+        }
+        stats.delivered(put);
     }
 
     /// Queues a signal batch (encoded once, shared) on the body of every stream of
@@ -602,7 +781,7 @@ impl HubTask {
         };
         let (mut queued, mut dropped) = (0, 0);
         for member in &entry.streams {
-            let offered = member.signals.offer(frames.clone(), count);
+            let offered = member.outbox.offer_signals(frames.clone(), count);
             queued += offered.queued;
             dropped += offered.dropped;
         }

@@ -14,22 +14,18 @@ pub(crate) mod sse;
 pub(crate) mod stats;
 mod stream;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::db::{Database, DbError, boards, events, notes};
 use crate::domain::{ids::BoardId, viewer::Viewer};
 use crate::error::ApiError;
-pub(crate) use body::EventBody;
+pub(crate) use body::{EventBody, WRITE_BUFFER_FILL};
 use hub::Hub;
 use presence::Presence;
 use roster::Listing;
@@ -178,16 +174,16 @@ impl Live {
         })?;
         let client_slot = self.claim_client_slot(&request.client_key)?;
 
-        // Signal frames wait for the client beside its change queue, filled by the hub
-        // (shared mode) or the stream task.
-        let signal_queue = Arc::new(body::SignalQueue::default());
+        // What the client gets: filled by the stream task, and by the hub in shared mode
+        // (signals, and live events once the stream is live).
+        let outbox = Arc::new(body::Outbox::default());
         // LISTEN first: whatever commits after this is heard, so the opening read below
         // and the live events after it leave no gap.
         let source = match &self.hub {
             Some(hub) => {
                 let mut subscriptions = Vec::with_capacity(request.boards.len());
                 for board in &request.boards {
-                    subscriptions.push(hub.subscribe(*board, signal_queue.clone()).await?);
+                    subscriptions.push(hub.subscribe(*board, outbox.clone()).await?);
                 }
                 stream::Source::Shared(stream::Subscriptions::new(subscriptions))
             }
@@ -239,10 +235,8 @@ impl Live {
                 deleted: false,
             })
             .collect();
-        let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
-        let abandoned = Arc::new(AtomicBool::new(false));
         // The first bytes go out at once: Heroku's router wants a byte within 30 s.
-        let _ = tx.try_send(sse::retry(OPENING_RETRY));
+        let _ = outbox.push(sse::retry(OPENING_RETRY));
         self.stats.stream_opened();
         for (lane, resume) in lanes.iter().zip(&request.resume) {
             log::info!(
@@ -258,8 +252,7 @@ impl Live {
             db: self.db.clone(),
             lanes,
             presence: self.presence.clone(),
-            tx,
-            signal_queue: signal_queue.clone(),
+            outbox: outbox.clone(),
             counts_crowds: self.hub.is_none(),
             source,
             expires_at: request.expires_at.map(|at| {
@@ -268,14 +261,13 @@ impl Live {
                     .unwrap_or_default();
                 tokio::time::Instant::now() + left
             }),
-            abandoned: abandoned.clone(),
             heartbeat: self.settings.heartbeat,
             shutdown: self.shutdown.clone(),
             stats: self.stats.clone(),
             _slots: (slot, client_slot),
         };
         tokio::spawn(task.run());
-        Ok(EventBody::new(rx, signal_queue, abandoned))
+        Ok(EventBody::new(outbox))
     }
 
     fn claim_client_slot(&self, key: &str) -> Result<ClientSlot, ApiError> {

@@ -42,6 +42,9 @@ pub enum Delivery {
     /// The listener was lost and is back: notifications may be missing, so catch up from
     /// the log; `presence` is the board's presence as it is now.
     Resync { presence: Arc<Listing> },
+    /// The hub stops putting this stream's events in its outbox (see `hub`): `last_sent`
+    /// is the last seq it put there, and what comes next goes through the stream's task.
+    Handback { last_sent: i64 },
 }
 
 /// What one notification becomes.

@@ -238,6 +238,12 @@ impl Stats {
         self.observe_delivery(elapsed.as_seconds_f64());
     }
 
+    /// `observe_delivery_since` for `n` deliveries of one event that went out together.
+    pub fn observe_deliveries_since(&self, committed: chrono::DateTime<chrono::Utc>, n: u64) {
+        let elapsed = chrono::Utc::now().signed_duration_since(committed);
+        self.delivery_latency.observe_n(elapsed.as_seconds_f64(), n);
+    }
+
     /// A consistent-enough copy of the latency histogram for one scrape.
     pub fn delivery_latency(&self) -> LatencySnapshot {
         self.delivery_latency.snapshot()
@@ -273,7 +279,12 @@ struct LatencyHistogram {
 
 impl LatencyHistogram {
     fn observe(&self, seconds: f64) {
-        if seconds.is_nan() {
+        self.observe_n(seconds, 1);
+    }
+
+    /// `n` observations of the same value.
+    fn observe_n(&self, seconds: f64, n: u64) {
+        if seconds.is_nan() || n == 0 {
             return;
         }
         let seconds = seconds.max(0.0);
@@ -281,9 +292,9 @@ impl LatencyHistogram {
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(DELIVERY_BUCKETS.len());
-        self.buckets[index].fetch_add(1, Relaxed);
+        self.buckets[index].fetch_add(n, Relaxed);
         let _ = self.sum_bits.fetch_update(Relaxed, Relaxed, |bits| {
-            Some((f64::from_bits(bits) + seconds).to_bits())
+            Some((f64::from_bits(bits) + seconds * n as f64).to_bits())
         });
     }
 

@@ -3,28 +3,18 @@
 //! lane; a many-board stream has one per board, on one connection, one source (one LISTEN
 //! connection or the hub) and one heartbeat, with the cursor as its ids.
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::{
-    sync::mpsc::{self, error::TrySendError},
-    time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout},
-};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Opening, Slots,
     backoff::Reconnect,
-    body::SignalQueue,
+    body::{Outbox, Refused},
     hub::Subscription,
     listener::{self, Listener, ListenerEvent},
     notification::{self, Decoded, Delivery},
@@ -61,6 +51,11 @@ pub(super) enum Source {
 pub(super) struct Subscriptions {
     lanes: Vec<Option<Subscription>>,
     next: usize,
+    /// Deliveries taken from the (single) subscription, for `go_live`.
+    received: u64,
+    /// A `go_live` is on its way and nothing has arrived since: the hub may be feeding the
+    /// outbox (see `hub`).
+    asked: bool,
 }
 
 impl Subscriptions {
@@ -68,6 +63,8 @@ impl Subscriptions {
         Subscriptions {
             lanes: lanes.into_iter().map(Some).collect(),
             next: 0,
+            received: 0,
+            asked: false,
         }
     }
 }
@@ -114,12 +111,10 @@ pub(super) struct StreamTask {
     pub db: Database,
     pub lanes: Vec<Lane>,
     pub presence: Arc<Presence>,
-    pub tx: mpsc::Sender<Bytes>,
-    /// The body's signal queue (per-stream mode fills it here; the hub fills it directly).
-    pub signal_queue: Arc<SignalQueue>,
+    /// What the client gets (in shared mode the hub puts signals and, once the stream is
+    /// live, its change events there too).
+    pub outbox: Arc<Outbox>,
     pub source: Source,
-    /// Set by the body if it was dropped holding undelivered frames.
-    pub abandoned: Arc<AtomicBool>,
     /// When the caller's token expires: the stream ends then, so a client must come back
     /// with a fresh token.
     pub expires_at: Option<Instant>,
@@ -160,7 +155,6 @@ impl Seen {
 /// heartbeat intervals means it stopped.
 #[derive(Default)]
 struct Progress {
-    sent: u64,
     consumed_at_last_tick: u64,
     stalled_ticks: u32,
 }
@@ -168,11 +162,7 @@ struct Progress {
 impl StreamTask {
     pub async fn run(mut self) {
         let started = Instant::now();
-        let mut progress = Progress {
-            sent: (self.tx.max_capacity() - self.tx.capacity()) as u64,
-            ..Progress::default()
-        };
-        let Err(reason) = self.serve(&mut progress).await;
+        let Err(reason) = self.serve().await;
         // The connection and the slot go first: they are what a flood of closes exhausts.
         self.drop_listener();
         self.source = Source::Dedicated(None);
@@ -193,7 +183,7 @@ impl StreamTask {
             // Spread the reconnects of every client over 1–5 s so the next instance is not
             // hit by all of them at once.
             let jitter = rand::rng().random_range(1000..=5000);
-            let _ = self.tx.try_send(sse::retry(Duration::from_millis(jitter)));
+            let _ = self.outbox.push(sse::retry(Duration::from_millis(jitter)));
         }
         let level = if reason == CloseReason::Slow {
             log::Level::Warn
@@ -248,29 +238,29 @@ impl StreamTask {
     /// Sends each board's opening: a board's own stream sends its snapshot, its presence,
     /// then its replay (presence first, as it always has); a many-board stream sends every
     /// board's snapshot or replay in the order listed, then every board's presence.
-    async fn open_lanes(&mut self, progress: &mut Progress) -> Result<(), CloseReason> {
+    async fn open_lanes(&mut self) -> Result<(), CloseReason> {
         if !self.many() {
-            self.open_lane(0, progress).await?;
-            self.send_listing(0, progress).await?;
-            return self.replay(0, progress).await;
+            self.open_lane(0).await?;
+            self.send_listing(0).await?;
+            return self.replay(0).await;
         }
         for lane in 0..self.lanes.len() {
-            self.open_lane(lane, progress).await?;
-            self.replay(lane, progress).await?;
+            self.open_lane(lane).await?;
+            self.replay(lane).await?;
         }
         for lane in 0..self.lanes.len() {
-            self.send_listing(lane, progress).await?;
+            self.send_listing(lane).await?;
         }
         Ok(())
     }
 
-    async fn open_lane(&mut self, lane: usize, progress: &mut Progress) -> Result<(), CloseReason> {
+    async fn open_lane(&mut self, lane: usize) -> Result<(), CloseReason> {
         match self.lanes[lane].opening.take() {
             Some(Opening::Snapshot { seq, data }) => {
                 self.lanes[lane].last_sent = seq;
                 self.lanes[lane].opened = true;
                 let frame = self.sequenced(seq, EventName::Snapshot, data);
-                self.push_waiting(frame, progress).await?;
+                self.push_waiting(frame).await?;
                 self.stats.snapshot_sent();
             }
             Some(Opening::Replay { after, upto }) => {
@@ -283,29 +273,45 @@ impl StreamTask {
         Ok(())
     }
 
-    async fn send_listing(
-        &mut self,
-        lane: usize,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
+    async fn send_listing(&mut self, lane: usize) -> Result<(), CloseReason> {
         if let Some(listing) = self.lanes[lane].listing.take() {
             let frame = listing.frame(self.lanes[lane].board, &self.lanes[lane].viewer);
-            self.push_waiting(frame, progress).await?;
+            self.push_waiting(frame).await?;
         }
         Ok(())
     }
 
-    async fn replay(&mut self, lane: usize, progress: &mut Progress) -> Result<(), CloseReason> {
+    async fn replay(&mut self, lane: usize) -> Result<(), CloseReason> {
         if let Some(upto) = self.lanes[lane].replay_upto.take() {
-            let replayed = Box::pin(self.catch_up(lane, Some(upto), progress)).await?;
+            let replayed = Box::pin(self.catch_up(lane, Some(upto))).await?;
             self.stats.replayed(replayed);
         }
         Ok(())
     }
 
+    /// Shared mode, a board's own stream: once it has sent everything the hub gave it,
+    /// asks the hub to put the next events in the outbox itself (see `hub`).
+    fn ask_to_go_live(&mut self) {
+        let Source::Shared(subscriptions) = &mut self.source else {
+            return;
+        };
+        if self.lanes.len() != 1 || self.lanes[0].deleted || subscriptions.asked {
+            return;
+        }
+        let Some(subscription) = &subscriptions.lanes[0] else {
+            return;
+        };
+        if subscription.events.is_empty() {
+            subscription.go_live(self.lanes[0].last_sent, subscriptions.received);
+            subscriptions.asked = true;
+        }
+    }
+
     /// Runs until the stream must end; the error is why.
-    async fn serve(&mut self, progress: &mut Progress) -> Result<Infallible, CloseReason> {
-        self.open_lanes(progress).await?;
+    async fn serve(&mut self) -> Result<Infallible, CloseReason> {
+        self.open_lanes().await?;
+        self.ask_to_go_live();
+        let mut progress = Progress::default();
         let mut ticker = interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let ping_every = self.heartbeat.max(PING_EVERY_AT_LEAST);
@@ -333,8 +339,8 @@ impl StreamTask {
                 _ = self.shutdown.cancelled() => return Err(CloseReason::Shutdown),
                 // A client whose queue had stopped draining was not reading: the kernel
                 // (TCP_USER_TIMEOUT covers zero-window probes) cut it, and that is `slow`.
-                _ = self.tx.closed() => {
-                    let stalled = self.abandoned.load(Ordering::Relaxed);
+                _ = self.outbox.closed() => {
+                    let stalled = self.outbox.abandoned();
                     return Err(if stalled { CloseReason::Slow } else { progress.close_reason() });
                 }
                 _ = sleep_until(expires_at.unwrap_or_else(Instant::now)), if expires_at.is_some() => {
@@ -343,13 +349,14 @@ impl StreamTask {
                 incoming = next_incoming(&mut self.source, &self.lanes) => match incoming {
                     Incoming::Notification(lane, payload) => {
                         if !self.lanes[lane].deleted {
-                            self.on_notification(lane, &payload, progress).await?;
+                            self.on_notification(lane, &payload).await?;
                         }
                     }
                     Incoming::Delivery(lane, delivery) => {
                         if !self.lanes[lane].deleted {
-                            self.on_delivery(lane, delivery, progress).await?;
+                            self.on_delivery(lane, delivery).await?;
                         }
+                        self.ask_to_go_live();
                     }
                     Incoming::Dropped => return Err(CloseReason::Slow),
                     Incoming::Lost(why) => {
@@ -373,7 +380,7 @@ impl StreamTask {
                                     continue;
                                 }
                                 let presence = self.current_presence(lane).await?;
-                                self.resync(lane, &presence, progress).await?;
+                                self.resync(lane, &presence).await?;
                             }
                         }
                         Err(e) => {
@@ -387,13 +394,13 @@ impl StreamTask {
                     for lane in 0..self.lanes.len() {
                         if self.lanes[lane].seen.count_due.is_some_and(|due| due <= now) {
                             self.lanes[lane].seen.count_due = None;
-                            self.pace_count(lane, progress)?;
+                            self.pace_count(lane)?;
                         }
                     }
                 }
                 _ = ticker.tick() => {
-                    progress.check(&self.tx)?;
-                    self.push(sse::heartbeat(), progress)?;
+                    progress.check(&self.outbox)?;
+                    self.push(sse::heartbeat())?;
                     if last_ping.elapsed() >= ping_every {
                         last_ping = Instant::now();
                         if let Source::Dedicated(Some(listener)) = &self.source
@@ -444,34 +451,22 @@ impl StreamTask {
     /// After the listener was lost: the events it missed come from the log, and the
     /// presence list is sent whole, since presence notifications were lost too. Events
     /// pruned from the log meanwhile were lost with the listener: `listener_lost`.
-    async fn resync(
-        &mut self,
-        lane: usize,
-        presence: &Listing,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
-        let caught_up = Box::pin(self.catch_up(lane, None, progress))
-            .await
-            .map_err(|reason| match reason {
-                CloseReason::HistoryGone => CloseReason::ListenerLost,
-                other => other,
-            })?;
+    async fn resync(&mut self, lane: usize, presence: &Listing) -> Result<(), CloseReason> {
+        let caught_up =
+            Box::pin(self.catch_up(lane, None))
+                .await
+                .map_err(|reason| match reason {
+                    CloseReason::HistoryGone => CloseReason::ListenerLost,
+                    other => other,
+                })?;
         self.stats.replayed(caught_up);
-        self.relist(lane, presence, progress)
+        self.relist(lane, presence)
     }
 
     /// Sends the board's full presence (this stream's `you` included) and takes its
     /// version as what the stream has seen.
-    fn relist(
-        &mut self,
-        lane: usize,
-        presence: &Listing,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
-        self.push(
-            presence.frame(self.lanes[lane].board, &self.lanes[lane].viewer),
-            progress,
-        )?;
+    fn relist(&mut self, lane: usize, presence: &Listing) -> Result<(), CloseReason> {
+        self.push(presence.frame(self.lanes[lane].board, &self.lanes[lane].viewer))?;
         let seen = &mut self.lanes[lane].seen;
         seen.version = presence.version;
         seen.pacer.listed(presence.tally.count);
@@ -490,12 +485,7 @@ impl StreamTask {
 
     /// Per-stream mode: turns a presence announcement into this stream's frames, as the
     /// hub's roster does in shared mode.
-    async fn on_presence(
-        &mut self,
-        lane: usize,
-        batch: &Batch,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
+    async fn on_presence(&mut self, lane: usize, batch: &Batch) -> Result<(), CloseReason> {
         let seen_version = self.lanes[lane].seen.version;
         if batch.version <= seen_version {
             return Ok(());
@@ -505,23 +495,23 @@ impl StreamTask {
             // A crowd back at the list limit (or, defensively, a version missing in
             // between): the list comes from the table, capped at the limit.
             let current = self.current_presence(lane).await?;
-            return self.relist(lane, &current, progress);
+            return self.relist(lane, &current);
         }
         let frames = announcement_frames(self.lanes[lane].board, &outcome);
         if !frames.is_empty() {
-            self.push(frames, progress)?;
+            self.push(frames)?;
         }
         self.lanes[lane].seen.version = batch.version;
         self.set_tally(lane, outcome.after);
-        self.pace_count(lane, progress)
+        self.pace_count(lane)
     }
 
     /// Sends the crowd's count if its second has come, or notes when it will.
-    fn pace_count(&mut self, lane: usize, progress: &mut Progress) -> Result<(), CloseReason> {
+    fn pace_count(&mut self, lane: usize) -> Result<(), CloseReason> {
         let tally = self.lanes[lane].seen.tally;
         let board = self.lanes[lane].board;
         if let Some(frame) = self.lanes[lane].seen.pacer.take(board, tally) {
-            self.push(frame, progress)?;
+            self.push(frame)?;
         }
         let seen = &mut self.lanes[lane].seen;
         seen.count_due = seen.pacer.due(tally);
@@ -531,12 +521,7 @@ impl StreamTask {
     /// A raw notification (per-stream mode): decoded as the hub does, then delivered. A
     /// reference the log no longer holds, or cannot be read now, cannot be delivered: the
     /// stream ends and the client resumes from its last id.
-    async fn on_notification(
-        &mut self,
-        lane: usize,
-        payload: &str,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
+    async fn on_notification(&mut self, lane: usize, payload: &str) -> Result<(), CloseReason> {
         let board = self.lanes[lane].board;
         let delivery = match notification::decode(&self.db, board, payload).await {
             Decoded::Change(delivery) => delivery,
@@ -544,21 +529,16 @@ impl StreamTask {
                 self.offer_signals(frames, count);
                 return Ok(());
             }
-            Decoded::Presence(batch) => return self.on_presence(lane, &batch, progress).await,
+            Decoded::Presence(batch) => return self.on_presence(lane, &batch).await,
             Decoded::Missing => return Err(CloseReason::HistoryGone),
             Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
             Decoded::Unreadable => return Ok(()),
         };
-        self.on_delivery(lane, delivery, progress).await
+        self.on_delivery(lane, delivery).await
     }
 
     /// A notification decoded once: by the hub (shared mode) or by `on_notification`.
-    async fn on_delivery(
-        &mut self,
-        lane: usize,
-        delivery: Delivery,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
+    async fn on_delivery(&mut self, lane: usize, delivery: Delivery) -> Result<(), CloseReason> {
         match delivery {
             Delivery::Change {
                 seq,
@@ -569,8 +549,8 @@ impl StreamTask {
                 if seq <= self.lanes[lane].last_sent {
                     return Ok(());
                 }
-                self.fill_gap(lane, seq, progress).await?;
-                self.deliver(lane, seq, frame, at, progress)?;
+                self.fill_gap(lane, seq).await?;
+                self.deliver(lane, seq, frame, at)?;
                 if kind == EventKind::BoardDeleted {
                     return self.board_deleted(lane).await;
                 }
@@ -588,17 +568,22 @@ impl StreamTask {
                     seen.version = seen.version.max(*last);
                 }
                 if start < frames.len() {
-                    self.push(frames.slice(start..), progress)?;
+                    self.push(frames.slice(start..))?;
                 }
                 Ok(())
             }
             Delivery::List(presence) => {
                 if presence.version > self.lanes[lane].seen.version {
-                    self.relist(lane, &presence, progress)?;
+                    self.relist(lane, &presence)?;
                 }
                 Ok(())
             }
-            Delivery::Resync { presence } => self.resync(lane, &presence, progress).await,
+            Delivery::Resync { presence } => self.resync(lane, &presence).await,
+            Delivery::Handback { last_sent } => {
+                let lane = &mut self.lanes[lane];
+                lane.last_sent = lane.last_sent.max(last_sent);
+                Ok(())
+            }
         }
     }
 
@@ -637,7 +622,7 @@ impl StreamTask {
     /// Per-stream mode: queues a signal batch beside the change queue, where it can
     /// neither hold up a change nor make the stream slow (see `body`).
     fn offer_signals(&self, frames: Bytes, count: u64) {
-        let offered = self.signal_queue.offer(frames, count);
+        let offered = self.outbox.offer_signals(frames, count);
         self.stats.signals_delivered(offered.queued);
         if offered.dropped > 0 {
             self.stats
@@ -646,14 +631,9 @@ impl StreamTask {
     }
 
     /// An event newer than the next one expected means some were missed: read them first.
-    async fn fill_gap(
-        &mut self,
-        lane: usize,
-        seq: i64,
-        progress: &mut Progress,
-    ) -> Result<(), CloseReason> {
+    async fn fill_gap(&mut self, lane: usize, seq: i64) -> Result<(), CloseReason> {
         if seq > self.lanes[lane].last_sent + 1 {
-            let filled = Box::pin(self.catch_up(lane, Some(seq - 1), progress)).await?;
+            let filled = Box::pin(self.catch_up(lane, Some(seq - 1))).await?;
             self.stats.replayed(filled);
         }
         Ok(())
@@ -667,7 +647,6 @@ impl StreamTask {
         seq: i64,
         frame: Bytes,
         at: Option<DateTime<Utc>>,
-        progress: &mut Progress,
     ) -> Result<(), CloseReason> {
         self.lanes[lane].last_sent = seq;
         let frame = if self.many() {
@@ -675,7 +654,7 @@ impl StreamTask {
         } else {
             frame
         };
-        self.push(frame, progress)?;
+        self.push(frame)?;
         if let Some(at) = at {
             self.stats.observe_delivery_since(at);
         }
@@ -688,12 +667,7 @@ impl StreamTask {
     /// retention, or the board deleted) ends the stream as `history_gone`, so the client
     /// reconnects and gets a fresh snapshot or a 404; a database that does not answer ends
     /// it as `database_unavailable`.
-    async fn catch_up(
-        &mut self,
-        lane: usize,
-        upto: Option<i64>,
-        progress: &mut Progress,
-    ) -> Result<u64, CloseReason> {
+    async fn catch_up(&mut self, lane: usize, upto: Option<i64>) -> Result<u64, CloseReason> {
         let board = self.lanes[lane].board;
         let limit = upto.unwrap_or(i64::MAX);
         let mut count = 0;
@@ -723,7 +697,7 @@ impl StreamTask {
                 }
                 self.lanes[lane].last_sent = event.seq;
                 let frame = self.sequenced(event.seq, event.kind.into(), event.data);
-                self.push_waiting(frame, progress).await?;
+                self.push_waiting(frame).await?;
                 count += 1;
             }
             if !full_page {
@@ -739,28 +713,32 @@ impl StreamTask {
 
     /// Queues a frame without waiting: a full queue means the client is more than
     /// `QUEUE_LIMIT` events behind.
-    fn push(&self, frame: Bytes, progress: &mut Progress) -> Result<(), CloseReason> {
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                progress.sent += 1;
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(CloseReason::Slow),
-            Err(TrySendError::Closed(_)) => Err(CloseReason::ClientGone),
-        }
+    fn push(&self, frame: Bytes) -> Result<(), CloseReason> {
+        self.outbox.push(frame).map_err(closed_as)
     }
 
     /// Queues a frame of history, waiting up to two heartbeat intervals for room: a replay
     /// may be longer than the queue, but a client that takes nothing is slow.
-    async fn push_waiting(&self, frame: Bytes, progress: &mut Progress) -> Result<(), CloseReason> {
-        match timeout(self.heartbeat * 2, self.tx.send(frame)).await {
-            Ok(Ok(())) => {
-                progress.sent += 1;
-                Ok(())
-            }
-            Ok(Err(_)) => Err(CloseReason::ClientGone),
-            Err(_) => Err(CloseReason::Slow),
-        }
+    async fn push_waiting(&self, frame: Bytes) -> Result<(), CloseReason> {
+        self.outbox
+            .push_waiting(frame, self.heartbeat * 2)
+            .await
+            .map_err(closed_as)
+    }
+}
+
+/// Why a stream ends when its outbox refuses a frame.
+fn closed_as(refused: Refused) -> CloseReason {
+    match refused {
+        Refused::Full => CloseReason::Slow,
+        Refused::Gone => CloseReason::ClientGone,
+    }
+}
+
+impl Drop for StreamTask {
+    /// The body ends once it has written what is queued: the stream is over.
+    fn drop(&mut self) {
+        self.outbox.end();
     }
 }
 
@@ -773,9 +751,9 @@ impl Progress {
         }
     }
 
-    fn check(&mut self, tx: &mpsc::Sender<Bytes>) -> Result<(), CloseReason> {
-        let queued = (tx.max_capacity() - tx.capacity()) as u64;
-        let consumed = self.sent.saturating_sub(queued);
+    fn check(&mut self, outbox: &Outbox) -> Result<(), CloseReason> {
+        let queued = outbox.queued();
+        let consumed = outbox.taken();
         if queued > 0 && consumed == self.consumed_at_last_tick {
             self.stalled_ticks += 1;
         } else {
@@ -813,6 +791,8 @@ async fn next_incoming(source: &mut Source, lanes: &[Lane]) -> Incoming {
                     };
                     if let std::task::Poll::Ready(delivery) = subscription.events.poll_recv(cx) {
                         subscriptions.next = (lane + 1) % count;
+                        subscriptions.received += 1;
+                        subscriptions.asked = false;
                         return std::task::Poll::Ready(match delivery {
                             Some(delivery) => Incoming::Delivery(lane, delivery),
                             None => Incoming::Dropped,
@@ -829,36 +809,35 @@ async fn next_incoming(source: &mut Source, lanes: &[Lane]) -> Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::realtime::body::EventBody;
+    use futures_util::{FutureExt, StreamExt};
 
     #[test]
     fn a_queue_that_stops_draining_for_two_ticks_is_slow() {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let outbox = Arc::new(Outbox::default());
+        let mut body = EventBody::new(outbox.clone());
         let mut progress = Progress::default();
         for _ in 0..3 {
-            tx.try_send(Bytes::from_static(b"x")).expect("room");
-            progress.sent += 1;
+            outbox.push(Bytes::from_static(b"x")).expect("room");
         }
-        assert_eq!(progress.check(&tx), Ok(()));
+        assert_eq!(progress.check(&outbox), Ok(()));
         assert_eq!(progress.close_reason(), CloseReason::Slow);
-        assert_eq!(progress.check(&tx), Err(CloseReason::Slow));
+        assert_eq!(progress.check(&outbox), Err(CloseReason::Slow));
 
         // Draining resets the count.
-        let mut progress = Progress {
-            sent: 3,
-            ..Progress::default()
-        };
-        assert_eq!(progress.check(&tx), Ok(()));
-        let _ = rx.try_recv();
-        assert_eq!(progress.check(&tx), Ok(()));
+        let mut progress = Progress::default();
+        assert_eq!(progress.check(&outbox), Ok(()));
+        assert!(body.next().now_or_never().is_some());
+        assert_eq!(progress.check(&outbox), Ok(()));
         assert_eq!(progress.close_reason(), CloseReason::ClientGone);
     }
 
     #[test]
     fn an_empty_queue_is_never_slow() {
-        let (tx, _rx) = mpsc::channel::<Bytes>(8);
+        let outbox = Outbox::default();
         let mut progress = Progress::default();
         for _ in 0..5 {
-            assert_eq!(progress.check(&tx), Ok(()));
+            assert_eq!(progress.check(&outbox), Ok(()));
         }
         assert_eq!(progress.close_reason(), CloseReason::ClientGone);
     }
