@@ -259,6 +259,14 @@ impl Member {
         }
     }
 
+    /// The task asks to go live (see `Subscription::go_live`): granted only if it has
+    /// taken every delivery given to it.
+    fn go_live(&mut self, last_sent: i64, received: u64) {
+        if self.live.is_none() && self.given == received {
+            self.live = Some(last_sent);
+        }
+    }
+
     /// Hands a live stream back to its task, with the last seq put in its outbox.
     fn hand_back(&mut self) -> bool {
         match self.live.take() {
@@ -550,11 +558,8 @@ impl HubTask {
                     .boards
                     .get_mut(&board)
                     .and_then(|entry| entry.streams.iter_mut().find(|m| m.id == id));
-                if let Some(member) = member
-                    && member.live.is_none()
-                    && member.given == received
-                {
-                    member.live = Some(last_sent);
+                if let Some(member) = member {
+                    member.go_live(last_sent, received);
                 }
             }
             Command::Unsubscribe { board, id } => {
@@ -796,5 +801,104 @@ async fn next_signal(listener: &mut Option<Listener>) -> ListenerEvent {
     match listener {
         Some(listener) => listener.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribed() -> (Member, mpsc::Receiver<Delivery>, Arc<Outbox>) {
+        let (tx, rx) = mpsc::channel(8);
+        let outbox = Arc::new(Outbox::default());
+        let member = Member {
+            id: 1,
+            tx,
+            outbox: outbox.clone(),
+            given: 0,
+            live: None,
+        };
+        (member, rx, outbox)
+    }
+
+    fn change(seq: i64, kind: EventKind) -> (Delivery, Bytes) {
+        let frame = Bytes::from(format!("id: {seq}\nevent: x\ndata: {{}}\n\n"));
+        let event = Delivery::Change {
+            seq,
+            kind,
+            frame: frame.clone(),
+            at: None,
+        };
+        (event, frame)
+    }
+
+    fn offer(member: &mut Member, seq: i64, kind: EventKind) -> Result<bool, ()> {
+        let (event, frame) = change(seq, kind);
+        member.offer_change(&event, seq, kind, &frame)
+    }
+
+    fn given(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(delivery) = rx.try_recv() {
+            got.push(match delivery {
+                Delivery::Change { seq, .. } => format!("change {seq}"),
+                Delivery::Handback { last_sent } => format!("handback {last_sent}"),
+                other => format!("{other:?}"),
+            });
+        }
+        got
+    }
+
+    #[test]
+    fn a_stream_goes_live_only_once_it_has_taken_everything_given() {
+        let (mut member, mut rx, outbox) = subscribed();
+        assert_eq!(offer(&mut member, 4, EventKind::NoteCreated), Ok(false));
+        // Asked before it took delivery 1: refused, the next change still goes to the task.
+        member.go_live(3, 0);
+        assert_eq!(offer(&mut member, 5, EventKind::NoteCreated), Ok(false));
+        assert_eq!(given(&mut rx), ["change 4", "change 5"]);
+        member.go_live(5, 2);
+        assert_eq!(member.live, Some(5));
+        // Live: the next event goes to the outbox, and nothing to the task.
+        assert_eq!(offer(&mut member, 6, EventKind::NoteUpdated), Ok(true));
+        assert_eq!(offer(&mut member, 6, EventKind::NoteUpdated), Ok(false));
+        assert!(given(&mut rx).is_empty());
+        assert_eq!(outbox.queued(), 1);
+    }
+
+    #[test]
+    fn a_gap_or_a_deleted_board_hands_the_stream_back_to_its_task() {
+        let (mut member, mut rx, outbox) = subscribed();
+        member.go_live(10, 0);
+        // 11 was missed (say, a reference the hub could not read): the task fills it.
+        assert_eq!(offer(&mut member, 12, EventKind::NoteUpdated), Ok(false));
+        assert_eq!(given(&mut rx), ["handback 10", "change 12"]);
+        assert_eq!(member.live, None);
+        assert_eq!(outbox.queued(), 0);
+
+        member.go_live(12, 2);
+        assert_eq!(offer(&mut member, 13, EventKind::NoteDeleted), Ok(true));
+        assert_eq!(offer(&mut member, 14, EventKind::BoardDeleted), Ok(false));
+        assert_eq!(given(&mut rx), ["handback 13", "change 14"]);
+        assert_eq!(outbox.queued(), 1);
+    }
+
+    #[test]
+    fn a_live_stream_whose_outbox_is_full_or_gone_leaves_the_fan_out() {
+        let (mut member, _rx, outbox) = subscribed();
+        member.go_live(0, 0);
+        for seq in 1..=QUEUE_LIMIT as i64 {
+            assert_eq!(offer(&mut member, seq, EventKind::NoteCreated), Ok(true));
+        }
+        assert_eq!(outbox.queued(), QUEUE_LIMIT as u64);
+        assert_eq!(
+            offer(&mut member, QUEUE_LIMIT as i64 + 1, EventKind::NoteCreated),
+            Err(())
+        );
+
+        let (mut member, _rx, outbox) = subscribed();
+        member.go_live(0, 0);
+        drop(super::super::body::EventBody::new(outbox));
+        assert_eq!(offer(&mut member, 1, EventKind::NoteCreated), Err(()));
     }
 }
