@@ -13,6 +13,7 @@ use tokio::{
 use crate::{
     Ctx, Res,
     clock::log,
+    procfs::children,
     server::{free_port, log_file, wait_until_up},
 };
 
@@ -58,6 +59,7 @@ pub struct Nchan {
     dir: PathBuf,
     log: PathBuf,
     http: reqwest::Client,
+    stopped: bool,
 }
 
 /// The whole nginx configuration. Paths nginx would otherwise take from its build
@@ -136,7 +138,8 @@ impl Nchan {
             .args(["-g", "daemon off;"])
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
-            .kill_on_drop(true)
+            // Not kill_on_drop: a master killed alone leaves its workers running (they do
+            // not watch it); Drop asks the master to stop them instead.
             .spawn()?;
         let pid = child.id().ok_or("nginx exited at once")?;
         let http = reqwest::Client::builder()
@@ -150,6 +153,7 @@ impl Nchan {
             dir,
             log,
             http,
+            stopped: false,
         };
         // Any answer means it listens (a GET of a channel nobody published to is 404).
         let url = format!("{}/pub/probe", nchan.base);
@@ -205,12 +209,38 @@ impl Nchan {
             )),
             _ => {
                 log(format!(
-                    "nginx {} did not stop in 15 s; killing it",
+                    "nginx {} did not stop in 15 s; killing it and its workers",
                     self.pid
                 ));
+                let workers = children(self.pid);
                 let _ = self.child.kill().await;
+                for worker in workers {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &worker.to_string()])
+                        .status()
+                        .await;
+                }
             }
         }
+        self.stopped = true;
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Nchan {
+    /// A job that ends without `stop` (nginx failing to start, a panic) still takes nginx
+    /// down: SIGTERM makes the master stop its workers, which SIGKILL of the master alone
+    /// would leave running. The directory goes too.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        // try_wait: a master that already exited (and was reaped) is left alone, so the
+        // signal cannot reach a process that reused its pid.
+        if !self.stopped && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+        }
     }
 }
