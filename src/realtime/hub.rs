@@ -34,11 +34,9 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_channel::mpsc as deliveries;
 use tokio::{
-    sync::{
-        mpsc::{self, error::TrySendError},
-        oneshot,
-    },
+    sync::{mpsc, oneshot},
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
@@ -59,7 +57,8 @@ enum Command {
     Subscribe {
         board: BoardId,
         id: u64,
-        tx: mpsc::Sender<Delivery>,
+        tx: deliveries::Sender<Delivery>,
+        given: Arc<AtomicU64>,
         outbox: Arc<Outbox>,
         ready: oneshot::Sender<Result<(), DbError>>,
     },
@@ -92,13 +91,20 @@ pub struct Hub {
 
 /// A stream's place in the fan-out; leaving it (drop) unsubscribes.
 pub struct Subscription {
-    pub events: mpsc::Receiver<Delivery>,
+    pub events: deliveries::Receiver<Delivery>,
+    /// Deliveries the hub has put in `events` so far.
+    given: Arc<AtomicU64>,
     board: BoardId,
     id: u64,
     commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Subscription {
+    /// Whether every delivery the hub gave is among the `received` ones taken.
+    pub fn all_taken(&self, received: u64) -> bool {
+        self.given.load(Ordering::Acquire) == received
+    }
+
     /// Asks the hub to deliver this board's next change events (after `last_sent`, the
     /// last seq the stream queued) straight into the stream's outbox. `received` counts
     /// every delivery taken from `events`: the hub refuses if it has given more (they are
@@ -176,11 +182,14 @@ impl Hub {
         board: BoardId,
         outbox: Arc<Outbox>,
     ) -> Result<Subscription, DbError> {
-        let (tx, events) = mpsc::channel(QUEUE_LIMIT);
+        // One slot is the sender's own (futures-channel counts it): QUEUE_LIMIT in all.
+        let (tx, events) = deliveries::channel(QUEUE_LIMIT - 1);
+        let given = Arc::new(AtomicU64::new(0));
         let (ready, listening) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let subscription = Subscription {
             events,
+            given: given.clone(),
             board,
             id,
             commands: self.commands.clone(),
@@ -190,6 +199,7 @@ impl Hub {
                 board,
                 id,
                 tx,
+                given,
                 outbox,
                 ready,
             })
@@ -239,10 +249,10 @@ struct HubTask {
 /// body's outbox.
 struct Member {
     id: u64,
-    tx: mpsc::Sender<Delivery>,
+    tx: deliveries::Sender<Delivery>,
     outbox: Arc<Outbox>,
     /// Deliveries put in `tx` so far (the task counts what it takes: see `go_live`).
-    given: u64,
+    given: Arc<AtomicU64>,
     /// `Some(last seq put out)` while the hub feeds the outbox itself.
     live: Option<i64>,
 }
@@ -250,19 +260,17 @@ struct Member {
 impl Member {
     /// Gives the task a delivery; `false`: its queue is full or gone, so it leaves.
     fn give(&mut self, delivery: Delivery) -> bool {
-        match self.tx.try_send(delivery) {
-            Ok(()) => {
-                self.given += 1;
-                true
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => false,
-        }
+        // Counted before it is sent, so the task never sees it taken and not counted;
+        // on failure the member leaves the fan-out and the count no longer matters.
+        self.given.fetch_add(1, Ordering::AcqRel);
+        // Err: full (the client is a queue behind) or the stream gone.
+        self.tx.try_send(delivery).is_ok()
     }
 
     /// The task asks to go live (see `Subscription::go_live`): granted only if it has
     /// taken every delivery given to it.
     fn go_live(&mut self, last_sent: i64, received: u64) {
-        if self.live.is_none() && self.given == received {
+        if self.live.is_none() && self.given.load(Ordering::Relaxed) == received {
             self.live = Some(last_sent);
         }
     }
@@ -535,6 +543,7 @@ impl HubTask {
                 board,
                 id,
                 tx,
+                given,
                 outbox,
                 ready,
             } => {
@@ -542,7 +551,7 @@ impl HubTask {
                     id,
                     tx,
                     outbox,
-                    given: 0,
+                    given,
                     live: None,
                 };
                 let result = self.add(board, member).await;
@@ -808,14 +817,14 @@ async fn next_signal(listener: &mut Option<Listener>) -> ListenerEvent {
 mod tests {
     use super::*;
 
-    fn subscribed() -> (Member, mpsc::Receiver<Delivery>, Arc<Outbox>) {
-        let (tx, rx) = mpsc::channel(8);
+    fn subscribed() -> (Member, deliveries::Receiver<Delivery>, Arc<Outbox>) {
+        let (tx, rx) = deliveries::channel(8);
         let outbox = Arc::new(Outbox::default());
         let member = Member {
             id: 1,
             tx,
             outbox: outbox.clone(),
-            given: 0,
+            given: Arc::default(),
             live: None,
         };
         (member, rx, outbox)
@@ -837,7 +846,7 @@ mod tests {
         member.offer_change(&event, seq, kind, &frame)
     }
 
-    fn given(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+    fn given(rx: &mut deliveries::Receiver<Delivery>) -> Vec<String> {
         let mut got = Vec::new();
         while let Ok(delivery) = rx.try_recv() {
             got.push(match delivery {

@@ -7,6 +7,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use rand::Rng;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -301,7 +302,7 @@ impl StreamTask {
         let Some(subscription) = &subscriptions.lanes[0] else {
             return;
         };
-        if subscription.events.is_empty() {
+        if subscription.all_taken(subscriptions.received) {
             subscription.go_live(self.lanes[0].last_sent, subscriptions.received);
             subscriptions.asked = true;
         }
@@ -309,7 +310,9 @@ impl StreamTask {
 
     /// Runs until the stream must end; the error is why.
     async fn serve(&mut self) -> Result<Infallible, CloseReason> {
-        self.open_lanes().await?;
+        // Boxed here and below: the rare paths' futures (database reads, the opening)
+        // would otherwise be part of every idle stream's task, sized for the largest.
+        Box::pin(self.open_lanes()).await?;
         self.ask_to_go_live();
         let mut progress = Progress::default();
         let mut ticker = interval_at(Instant::now() + self.heartbeat, self.heartbeat);
@@ -349,12 +352,12 @@ impl StreamTask {
                 incoming = next_incoming(&mut self.source, &self.lanes) => match incoming {
                     Incoming::Notification(lane, payload) => {
                         if !self.lanes[lane].deleted {
-                            self.on_notification(lane, &payload).await?;
+                            Box::pin(self.on_notification(lane, &payload)).await?;
                         }
                     }
                     Incoming::Delivery(lane, delivery) => {
                         if !self.lanes[lane].deleted {
-                            self.on_delivery(lane, delivery).await?;
+                            Box::pin(self.on_delivery(lane, delivery)).await?;
                         }
                         self.ask_to_go_live();
                     }
@@ -379,8 +382,8 @@ impl StreamTask {
                                 if self.lanes[lane].deleted {
                                     continue;
                                 }
-                                let presence = self.current_presence(lane).await?;
-                                self.resync(lane, &presence).await?;
+                                let presence = Box::pin(self.current_presence(lane)).await?;
+                                Box::pin(self.resync(lane, &presence)).await?;
                             }
                         }
                         Err(e) => {
@@ -404,7 +407,7 @@ impl StreamTask {
                     if last_ping.elapsed() >= ping_every {
                         last_ping = Instant::now();
                         if let Source::Dedicated(Some(listener)) = &self.source
-                            && !listener.ping(PING_TIMEOUT).await
+                            && !Box::pin(listener.ping(PING_TIMEOUT)).await
                         {
                             log::warn!("listener for boards {} did not answer a ping; re-listening", self.boards_text());
                             self.drop_listener();
@@ -789,7 +792,9 @@ async fn next_incoming(source: &mut Source, lanes: &[Lane]) -> Incoming {
                     let Some(subscription) = &mut subscriptions.lanes[lane] else {
                         continue;
                     };
-                    if let std::task::Poll::Ready(delivery) = subscription.events.poll_recv(cx) {
+                    if let std::task::Poll::Ready(delivery) =
+                        subscription.events.poll_next_unpin(cx)
+                    {
                         subscriptions.next = (lane + 1) % count;
                         subscriptions.received += 1;
                         subscriptions.asked = false;
