@@ -5,16 +5,13 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use tokio::{
-    process::{Child, Command},
-    time::{Instant, timeout},
-};
+use tokio::process::{Child, Command};
 
 use crate::{
     Ctx, Res,
     clock::log,
     procfs::children,
-    server::{free_port, log_file, wait_until_up},
+    server::{free_port, log_file, terminate, wait_until_up},
 };
 
 /// Where nginx and the Nchan module are, how many workers to run, or why Nchan cannot run
@@ -194,20 +191,13 @@ impl Nchan {
     /// SIGTERM (nginx's fast shutdown: the master stops its workers), up to 15 s, then
     /// SIGKILL; then the directory goes.
     pub async fn stop(mut self) {
-        let started = Instant::now();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .await;
-        match timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(status)) => log(format!(
-                "nginx {} stopped: {status} after {:.1} s; {} warning/error lines",
+        match terminate(&mut self.child, self.pid).await {
+            Some((status, took)) => log(format!(
+                "nginx {} stopped: {status} after {took:.1} s; {} warning/error lines",
                 self.pid,
-                started.elapsed().as_secs_f64(),
                 self.warnings()
             )),
-            _ => {
+            None => {
                 log(format!(
                     "nginx {} did not stop in 15 s; killing it and its workers",
                     self.pid

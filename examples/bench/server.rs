@@ -253,21 +253,14 @@ impl Server {
 
     /// SIGTERM, up to 15 s for a graceful exit, then SIGKILL; drops the database.
     pub async fn stop(mut self, ctx: &Ctx) {
-        let started = Instant::now();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .await;
-        match timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(status)) => log(format!(
-                "server {} stopped: {status} after {:.1} s; {} warning/error lines in {}",
+        match terminate(&mut self.child, self.pid).await {
+            Some((status, took)) => log(format!(
+                "server {} stopped: {status} after {took:.1} s; {} warning/error lines in {}",
                 self.pid,
-                started.elapsed().as_secs_f64(),
                 self.warnings(),
                 self.log.display()
             )),
-            _ => {
+            None => {
                 log(format!(
                     "server {} did not stop in 15 s; killing it",
                     self.pid
@@ -276,5 +269,20 @@ impl Server {
             }
         }
         ctx.cluster.drop_db(&self.db).await;
+    }
+}
+
+/// Sends `pid` (the `child`) SIGTERM and waits up to 15 s for it to exit: its status and
+/// the seconds it took, or `None` if it did not (the caller kills it).
+pub async fn terminate(child: &mut Child, pid: u32) -> Option<(std::process::ExitStatus, f64)> {
+    let started = Instant::now();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .await;
+    match timeout(Duration::from_secs(15), child.wait()).await {
+        Ok(Ok(status)) => Some((status, started.elapsed().as_secs_f64())),
+        _ => None,
     }
 }
