@@ -4,6 +4,7 @@ pub(crate) mod board;
 pub(crate) mod event;
 pub mod ids;
 pub(crate) mod note;
+pub(crate) mod notification;
 pub(crate) mod presence;
 pub(crate) mod signal;
 pub(crate) mod viewer;

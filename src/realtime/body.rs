@@ -33,8 +33,8 @@ use futures_util::{Stream, task::AtomicWaker};
 use parking_lot::Mutex;
 use tokio::{sync::Notify, time::Instant};
 
-use super::QUEUE_LIMIT;
-
+/// A client more than this many events behind is closed as `slow` (the contract's number).
+pub(crate) const QUEUE_LIMIT: usize = 1024;
 /// Bytes of signal frames one stream may hold while its client is not reading them:
 /// about 200 cursor frames, ten windows of a busy board. Past it the oldest batches are
 /// dropped (`overload`): signals are latest-wins, so the newest are the ones worth

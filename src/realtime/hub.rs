@@ -41,9 +41,8 @@ use tokio::{
 };
 
 use super::{
-    QUEUE_LIMIT,
     backoff::Reconnect,
-    body::{Outbox, Refused},
+    body::{Outbox, QUEUE_LIMIT, Refused},
     listener::{self, Listener, ListenerEvent},
     notification::{Decoded, Delivery, decode},
     presence::Presence,

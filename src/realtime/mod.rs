@@ -18,7 +18,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -31,9 +31,8 @@ use presence::Presence;
 use roster::Listing;
 use signals::Signals;
 pub use stats::{CloseReason, Stats};
+use stream::{ClientSlot, Opening};
 
-/// A client more than this many events behind is closed as `slow` (the contract's number).
-pub(crate) const QUEUE_LIMIT: usize = 1024;
 /// The longest an opening waits for the shared hub to hear its own join.
 const OPENING_WAIT: Duration = Duration::from_secs(10);
 /// The `retry:` a stream opens with: how long EventSource waits before reconnecting.
@@ -92,14 +91,6 @@ pub(crate) struct Live {
     /// The instance's shared listener (`LISTENER=shared`); `None` in per-stream mode.
     hub: Option<Hub>,
     signals: Arc<Signals>,
-}
-
-/// How a board of a stream begins.
-enum Opening {
-    /// The whole board as of `seq`, as one `snapshot` event.
-    Snapshot { seq: i64, data: String },
-    /// Every event after `after`, up to `upto`, read from the log.
-    Replay { after: i64, upto: i64 },
 }
 
 impl Live {
@@ -396,28 +387,6 @@ impl Live {
         Ok(Some(Opening::Snapshot { seq, data }))
     }
 }
-
-/// Releases a client's stream slot when its stream ends.
-struct ClientSlot {
-    key: String,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock();
-        if let Some(count) = counts.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// What a stream holds for its lifetime: its place in `MAX_STREAMS` and in
-/// `MAX_STREAMS_PER_CLIENT`, once however many boards it carries.
-type Slots = (OwnedSemaphorePermit, ClientSlot);
 
 /// One board of an opening: how it begins, its viewer, and its presence as of the join.
 type Start = (BoardId, Opening, Viewer, Arc<Listing>);

@@ -12,11 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::{roster::Listing, sse};
 use crate::db::{Database, events};
-use crate::domain::{
-    event::{EventKind, Notification},
-    ids::BoardId,
-    presence::Batch,
-};
+use crate::domain::{event::EventKind, ids::BoardId, notification::Notification, presence::Batch};
 
 /// What a stream is handed: frames encoded once, shared by every stream of the board.
 #[derive(Clone, Debug)]

@@ -3,17 +3,20 @@
 //! lane; a many-board stream has one per board, on one connection, one source (one LISTEN
 //! connection or the hub) and one heartbeat, with the cursor as its ids.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use rand::Rng;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tokio::{
+    sync::OwnedSemaphorePermit,
+    time::{Instant, MissedTickBehavior, interval_at, sleep_until},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Opening, Slots,
     backoff::Reconnect,
     body::{Outbox, Refused},
     hub::Subscription,
@@ -37,6 +40,36 @@ const PAGE: i64 = 256;
 /// How long the listener may take to answer a ping before it counts as hung.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY_AT_LEAST: Duration = Duration::from_secs(5);
+
+/// How a board of a stream begins.
+pub(super) enum Opening {
+    /// The whole board as of `seq`, as one `snapshot` event.
+    Snapshot { seq: i64, data: String },
+    /// Every event after `after`, up to `upto`, read from the log.
+    Replay { after: i64, upto: i64 },
+}
+
+/// Releases a client's stream slot when its stream ends.
+pub(super) struct ClientSlot {
+    pub key: String,
+    pub counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a stream holds for its lifetime: its place in `MAX_STREAMS` and in
+/// `MAX_STREAMS_PER_CLIENT`, once however many boards it carries.
+pub(super) type Slots = (OwnedSemaphorePermit, ClientSlot);
 
 /// Where a stream's notifications come from.
 pub(super) enum Source {
