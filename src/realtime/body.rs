@@ -509,6 +509,25 @@ mod tests {
         assert!(body.next().await.is_none());
     }
 
+    #[test]
+    fn a_burst_is_handed_out_without_a_pause_so_actix_writes_it_at_once() {
+        // actix polls a body until it is pending (or its buffer holds WRITE_BUFFER_FILL)
+        // and only then writes: frames that are all ready go out in one `send`.
+        let (outbox, mut body) = opened();
+        for seq in 1..=20 {
+            let frame = format!("id: {seq}\nevent: note.updated\ndata: {{}}\n\n");
+            outbox.push(Bytes::from(frame)).expect("room");
+        }
+        outbox.offer_signals(Bytes::from_static(b"event: signal\ndata: {}\n\n"), 1);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut ready = 0;
+        while let Poll::Ready(Some(Ok(_))) = Pin::new(&mut body).poll_next(&mut cx) {
+            ready += 1;
+        }
+        assert_eq!(ready, 21, "20 changes, then the signals as one chunk");
+    }
+
     #[tokio::test]
     async fn a_large_frame_leaves_the_body_in_pieces_that_keep_actix_buffer_at_8_kib() {
         let (outbox, mut body) = opened();
