@@ -319,6 +319,7 @@ impl Member {
 
 /// What the hub keeps for a board it serves.
 struct BoardEntry {
+    /// In id order (see `add`).
     streams: Vec<Member>,
     roster: Roster,
     /// Openings waiting for the roster to reach their join's version.
@@ -326,6 +327,12 @@ struct BoardEntry {
 }
 
 impl BoardEntry {
+    /// The stream `id`, if it is still in the fan-out.
+    fn member(&mut self, id: u64) -> Option<&mut Member> {
+        let at = self.streams.binary_search_by_key(&id, |m| m.id).ok()?;
+        self.streams.get_mut(at)
+    }
+
     /// Answers the openings the roster now reflects.
     fn answer_waiters(&mut self) {
         let version = self.roster.version();
@@ -565,7 +572,7 @@ impl HubTask {
                 let member = self
                     .boards
                     .get_mut(&board)
-                    .and_then(|entry| entry.streams.iter_mut().find(|m| m.id == id));
+                    .and_then(|entry| entry.member(id));
                 if let Some(member) = member {
                     member.go_live(last_sent, received);
                 }
@@ -574,7 +581,9 @@ impl HubTask {
                 let Some(entry) = self.boards.get_mut(&board) else {
                     return;
                 };
-                entry.streams.retain(|member| member.id != id);
+                if let Ok(at) = entry.streams.binary_search_by_key(&id, |m| m.id) {
+                    entry.streams.remove(at);
+                }
                 if entry.streams.is_empty() {
                     if entry.roster.tally().crowd {
                         self.stats.crowd_changed(board, false);
@@ -609,7 +618,10 @@ impl HubTask {
             return Err(DbError::unavailable("the shared listener is reconnecting"));
         };
         if let Some(entry) = self.boards.get_mut(&board) {
-            entry.streams.push(member);
+            // In id order, so a stream's commands find it by binary search (ids are
+            // taken before their commands are sent, so they may arrive out of order).
+            let at = entry.streams.partition_point(|m| m.id < member.id);
+            entry.streams.insert(at, member);
             return Ok(());
         }
         // LISTEN first, then read: every presence change after the read is announced to
