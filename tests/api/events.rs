@@ -771,3 +771,52 @@ async fn max_streams_defaults_to_what_postgres_leaves_or_ten_thousand_when_share
         .expect("a number");
     assert_eq!(max, expected);
 }
+
+#[tokio::test]
+async fn an_event_whose_notification_never_came_is_read_from_the_log_before_the_next() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let mut stream = app.open_stream(&board).await;
+    assert_eq!(
+        stream.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    app.add_note(&board, "one").await;
+    let first = stream.next_change(SOON * 5).await.expect("event 1");
+    assert_eq!((first.seq(), first.event.as_str()), (1, "note.created"));
+    // In shared mode the stream is live now: the hub puts its next events in its outbox.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Event 2 is logged, but its NOTIFY is lost (as when a listener misses one): only the
+    // log has it.
+    let sql = app.sql().await;
+    sql.execute(
+        "WITH next AS (UPDATE boards SET seq = seq + 1 WHERE id = $1::text::uuid RETURNING seq)
+         INSERT INTO events (board_id, seq, type, payload, at)
+         SELECT $1::text::uuid, seq, 'board.updated',
+                json_build_object('seq', seq, 'type', 'board.updated'), now()
+         FROM next",
+        &[&board],
+    )
+    .await
+    .expect("log an event without a notification");
+    app.add_note(&board, "three").await;
+
+    // Event 3's notification shows the gap: 2 comes from the log, then 3, once each.
+    let second = stream.next_change(SOON * 5).await.expect("event 2");
+    assert_eq!((second.seq(), second.event.as_str()), (2, "board.updated"));
+    let third = stream.next_change(SOON * 5).await.expect("event 3");
+    assert_eq!((third.seq(), third.event.as_str()), (3, "note.created"));
+    assert_eq!(third.json()["note"]["text"], "three");
+
+    // And the stream is live again after it: the next event follows at once.
+    app.add_note(&board, "four").await;
+    let fourth = stream.next_change(SOON * 5).await.expect("event 4");
+    assert_eq!(fourth.seq(), 4);
+    assert!(
+        stream
+            .next_change(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
