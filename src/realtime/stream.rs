@@ -6,7 +6,7 @@
 use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -488,13 +488,12 @@ impl StreamTask {
     /// presence list is sent whole, since presence notifications were lost too. Events
     /// pruned from the log meanwhile were lost with the listener: `listener_lost`.
     async fn resync(&mut self, lane: usize, presence: &Listing) -> Result<(), CloseReason> {
-        let caught_up =
-            Box::pin(self.catch_up(lane, None))
-                .await
-                .map_err(|reason| match reason {
-                    CloseReason::HistoryGone => CloseReason::ListenerLost,
-                    other => other,
-                })?;
+        let caught_up = match Box::pin(self.catch_up(lane, None)).await {
+            Ok(caught_up) => caught_up,
+            Err(CloseReason::BoardDeleted) => return self.deleted_unheard(lane).await,
+            Err(CloseReason::HistoryGone) => return Err(CloseReason::ListenerLost),
+            Err(other) => return Err(other),
+        };
         self.stats.replayed(caught_up);
         self.relist(lane, presence)
     }
@@ -566,7 +565,11 @@ impl StreamTask {
                 return Ok(());
             }
             Decoded::Presence(batch) => return self.on_presence(lane, &batch).await,
-            Decoded::Missing => return Err(CloseReason::HistoryGone),
+            // Gone from the log: in practice its board was deleted right after it, and
+            // `board.deleted` is the next notification (it needs no gap filled). Were it
+            // pruned instead, the next event's gap ends the stream as `history_gone`. The
+            // hub does the same.
+            Decoded::Missing => return Ok(()),
             Decoded::Unavailable => return Err(CloseReason::DatabaseUnavailable),
             Decoded::Unreadable => return Ok(()),
         };
@@ -585,7 +588,11 @@ impl StreamTask {
                 if seq <= self.lanes[lane].last_sent {
                     return Ok(());
                 }
-                self.fill_gap(lane, seq).await?;
+                // The events before a `board.deleted` that this stream missed went with the
+                // board: there is nothing left to read, and the board is gone anyway.
+                if kind != EventKind::BoardDeleted {
+                    self.fill_gap(lane, seq).await?;
+                }
                 self.deliver(lane, seq, frame, at)?;
                 if kind == EventKind::BoardDeleted {
                     return self.board_deleted(lane).await;
@@ -621,6 +628,28 @@ impl StreamTask {
                 Ok(())
             }
         }
+    }
+
+    /// The board was deleted while nobody listened: its `board.deleted` notification is
+    /// lost and its log went with it. The client still gets a `board.deleted`, made here
+    /// with the next seq after the last one it was sent (the events it missed, and their
+    /// seqs, are gone with the board; a resume answers 404), then the board ends as if
+    /// it had been heard.
+    async fn deleted_unheard(&mut self, lane: usize) -> Result<(), CloseReason> {
+        let board = self.lanes[lane].board;
+        let seq = self.lanes[lane].last_sent + 1;
+        let data = serde_json::json!({
+            "seq": seq,
+            "type": EventKind::BoardDeleted.as_str(),
+            "board_id": board,
+            "at": Utc::now().trunc_subsecs(6),
+            "board": { "id": board },
+        })
+        .to_string();
+        self.lanes[lane].last_sent = seq;
+        self.push(self.sequenced(seq, EventKind::BoardDeleted.into(), data))?;
+        log::info!("board {board} was deleted while the listener was away; told the stream");
+        self.board_deleted(lane).await
     }
 
     /// After `board.deleted`: a board's own stream ends; a many-board stream lets the board

@@ -820,3 +820,140 @@ async fn an_event_whose_notification_never_came_is_read_from_the_log_before_the_
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_board_deleted_right_after_an_event_only_its_reference_announced_still_says_deleted() {
+    // A note over 8,000 bytes is announced by reference and read from the log; when its
+    // board is deleted before the read, the log no longer has it. The stream must still
+    // tell its client `board.deleted`, not end as `history_gone`.
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let other = app.board_id().await;
+    let mut own = app.open_stream(&board).await;
+    assert_eq!(
+        own.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    let mut many = open_many(&app, &[&board, &other]).await;
+    assert_eq!(
+        many.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    assert_eq!(
+        many.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Seq 1 is taken and announced by reference, but its log row is gone (as the delete
+    // below would have taken it)...
+    let sql = app.sql().await;
+    sql.execute(
+        "WITH next AS (UPDATE boards SET seq = seq + 1 WHERE id = $1::text::uuid RETURNING seq)
+         SELECT pg_notify('boards_' || $1, json_build_object('seq', seq,
+                'type', 'note.updated', 'board_id', $1, 'ref', true)::text)
+         FROM next",
+        &[&board],
+    )
+    .await
+    .expect("announce an event the log does not have");
+    // ...and then the board is deleted: seq 2.
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/api/boards/{board}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+
+    let event = own.next_change(SOON * 5).await.expect("board.deleted");
+    assert_eq!((event.event.as_str(), event.seq()), ("board.deleted", 2));
+    assert!(
+        own.ends_within(SOON * 5).await,
+        "the board's own stream ends"
+    );
+    let event = many.next_change(SOON * 5).await.expect("board.deleted");
+    assert_eq!(event.event, "board.deleted");
+    // The many-board stream goes on for the other board.
+    app.add_note(&other, "still here").await;
+    let event = many
+        .next_change(SOON * 5)
+        .await
+        .expect("the other board's event");
+    assert_eq!(event.event, "note.created");
+    assert_eq!(event.json()["board_id"], other.as_str());
+}
+
+#[tokio::test]
+async fn a_board_deleted_while_nobody_listened_is_still_announced_deleted() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let other = app.board_id().await;
+    let mut own = app.open_stream(&board).await;
+    assert_eq!(
+        own.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    let mut many = open_many(&app, &[&board, &other]).await;
+    assert_eq!(
+        many.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    assert_eq!(
+        many.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    app.add_note(&board, "one").await;
+    assert_eq!(own.next_change(SOON * 5).await.expect("event 1").seq(), 1);
+    assert_eq!(
+        many.next_change(SOON * 5).await.expect("event 1").event,
+        "note.created"
+    );
+
+    // The board goes without a NOTIFY anyone hears (as when it is deleted while the
+    // listener connections are down), then the listeners are lost and come back.
+    let sql = app.sql().await;
+    sql.execute("DELETE FROM boards WHERE id = $1::text::uuid", &[&board])
+        .await
+        .expect("delete unheard");
+    let killed: i64 = sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'boardcast listener'",
+            &[&app.db_name],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1);
+
+    let event = own.next_change(SOON * 10).await.expect("board.deleted");
+    assert_eq!((event.event.as_str(), event.seq()), ("board.deleted", 2));
+    assert_eq!(event.json()["board"]["id"], board.as_str());
+    assert!(
+        own.ends_within(SOON * 5).await,
+        "the board's own stream ends"
+    );
+    let event = many.next_change(SOON * 10).await.expect("board.deleted");
+    assert_eq!(event.event, "board.deleted");
+    app.add_note(&other, "still here").await;
+    let event = many
+        .next_change(SOON * 10)
+        .await
+        .expect("the other board's event");
+    assert_eq!(event.event, "note.created");
+    assert_eq!(event.json()["board_id"], other.as_str());
+}
+
+/// A stream of several boards (`GET /api/events?boards=…`).
+async fn open_many(app: &TestApp, boards: &[&str]) -> SseClient {
+    let response = app
+        .http
+        .get(app.url(&format!("/api/events?boards={}", boards.join(","))))
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .expect("GET /api/events");
+    assert_eq!(response.status(), 200);
+    SseClient::new(response)
+}
