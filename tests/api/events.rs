@@ -821,28 +821,74 @@ async fn an_event_whose_notification_never_came_is_read_from_the_log_before_the_
     );
 }
 
+/// A board watched by its own stream and by a many-board stream with another board.
+struct DeletionWatch {
+    board: String,
+    other: String,
+    own: SseClient,
+    many: SseClient,
+}
+
+impl DeletionWatch {
+    async fn open(app: &TestApp) -> DeletionWatch {
+        let board = app.board_id().await;
+        let other = app.board_id().await;
+        let mut own = app.open_stream(&board).await;
+        let mut many = open_many(app, &[&board, &other]).await;
+        // One snapshot on the board's own stream, one per board on the other.
+        for stream in [&mut own, &mut many] {
+            let first = stream.next_change(SOON * 5).await.expect("snapshot");
+            assert_eq!(first.event, "snapshot");
+        }
+        let second = many.next_change(SOON * 5).await.expect("snapshot");
+        assert_eq!(second.event, "snapshot");
+        DeletionWatch {
+            board,
+            other,
+            own,
+            many,
+        }
+    }
+
+    /// Both streams say `board.deleted` (the own stream with `seq`), the board's own stream
+    /// ends, and the many-board stream goes on for the other board.
+    async fn told_deleted(mut self, app: &TestApp, seq: i64) {
+        let event = self
+            .own
+            .next_change(SOON * 10)
+            .await
+            .expect("board.deleted");
+        assert_eq!((event.event.as_str(), event.seq()), ("board.deleted", seq));
+        assert_eq!(event.json()["board"]["id"], self.board.as_str());
+        assert!(
+            self.own.ends_within(SOON * 5).await,
+            "the board's own stream ends"
+        );
+        let event = self
+            .many
+            .next_change(SOON * 10)
+            .await
+            .expect("board.deleted");
+        assert_eq!(event.event, "board.deleted");
+        app.add_note(&self.other, "still here").await;
+        let event = self
+            .many
+            .next_change(SOON * 10)
+            .await
+            .expect("the other board's event");
+        assert_eq!(event.event, "note.created");
+        assert_eq!(event.json()["board_id"], self.other.as_str());
+    }
+}
+
 #[tokio::test]
 async fn a_board_deleted_right_after_an_event_only_its_reference_announced_still_says_deleted() {
     // A note over 8,000 bytes is announced by reference and read from the log; when its
     // board is deleted before the read, the log no longer has it. The stream must still
     // tell its client `board.deleted`, not end as `history_gone`.
     let app = spawn_app().await;
-    let board = app.board_id().await;
-    let other = app.board_id().await;
-    let mut own = app.open_stream(&board).await;
-    assert_eq!(
-        own.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
-    let mut many = open_many(&app, &[&board, &other]).await;
-    assert_eq!(
-        many.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
-    assert_eq!(
-        many.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
+    let watch = DeletionWatch::open(&app).await;
+    let board = watch.board.clone();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Seq 1 is taken and announced by reference, but its log row is gone (as the delete
@@ -865,50 +911,26 @@ async fn a_board_deleted_right_after_an_event_only_its_reference_announced_still
         .await
         .expect("DELETE");
     assert_eq!(deleted.status(), 204);
-
-    let event = own.next_change(SOON * 5).await.expect("board.deleted");
-    assert_eq!((event.event.as_str(), event.seq()), ("board.deleted", 2));
-    assert!(
-        own.ends_within(SOON * 5).await,
-        "the board's own stream ends"
-    );
-    let event = many.next_change(SOON * 5).await.expect("board.deleted");
-    assert_eq!(event.event, "board.deleted");
-    // The many-board stream goes on for the other board.
-    app.add_note(&other, "still here").await;
-    let event = many
-        .next_change(SOON * 5)
-        .await
-        .expect("the other board's event");
-    assert_eq!(event.event, "note.created");
-    assert_eq!(event.json()["board_id"], other.as_str());
+    watch.told_deleted(&app, 2).await;
 }
 
 #[tokio::test]
 async fn a_board_deleted_while_nobody_listened_is_still_announced_deleted() {
     let app = spawn_app().await;
-    let board = app.board_id().await;
-    let other = app.board_id().await;
-    let mut own = app.open_stream(&board).await;
-    assert_eq!(
-        own.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
-    let mut many = open_many(&app, &[&board, &other]).await;
-    assert_eq!(
-        many.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
-    assert_eq!(
-        many.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
+    let mut watch = DeletionWatch::open(&app).await;
+    let board = watch.board.clone();
     app.add_note(&board, "one").await;
-    assert_eq!(own.next_change(SOON * 5).await.expect("event 1").seq(), 1);
     assert_eq!(
-        many.next_change(SOON * 5).await.expect("event 1").event,
-        "note.created"
+        watch
+            .own
+            .next_change(SOON * 5)
+            .await
+            .expect("event 1")
+            .seq(),
+        1
     );
+    let event = watch.many.next_change(SOON * 5).await.expect("event 1");
+    assert_eq!(event.event, "note.created");
 
     // The board goes without a NOTIFY anyone hears (as when it is deleted while the
     // listener connections are down), then the listeners are lost and come back.
@@ -926,23 +948,7 @@ async fn a_board_deleted_while_nobody_listened_is_still_announced_deleted() {
         .expect("terminate")
         .get(0);
     assert!(killed >= 1);
-
-    let event = own.next_change(SOON * 10).await.expect("board.deleted");
-    assert_eq!((event.event.as_str(), event.seq()), ("board.deleted", 2));
-    assert_eq!(event.json()["board"]["id"], board.as_str());
-    assert!(
-        own.ends_within(SOON * 5).await,
-        "the board's own stream ends"
-    );
-    let event = many.next_change(SOON * 10).await.expect("board.deleted");
-    assert_eq!(event.event, "board.deleted");
-    app.add_note(&other, "still here").await;
-    let event = many
-        .next_change(SOON * 10)
-        .await
-        .expect("the other board's event");
-    assert_eq!(event.event, "note.created");
-    assert_eq!(event.json()["board_id"], other.as_str());
+    watch.told_deleted(&app, 2).await;
 }
 
 /// A stream of several boards (`GET /api/events?boards=…`).
