@@ -12,6 +12,7 @@ use crate::helpers::{
     HEARTBEAT, ServerProcess, SseClient, SseEvent, TestApp, create_database, eventually, spawn_app,
     spawn_app_with, spawn_on,
 };
+use crate::many::{delete_board, open_many};
 
 const SOON: Duration = Duration::from_secs(1);
 
@@ -478,16 +479,7 @@ async fn terminated_listener_connections_lose_no_event() {
         stream.next_change(SOON).await.expect("snapshot");
         streams.push(stream);
     }
-    let killed: i64 = sql
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = $1 AND application_name = 'boardcast listener'",
-            &[&app.db_name],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
-    assert!(killed >= 1);
+    assert!(terminate_listeners(&app, &sql).await >= 1);
     for i in 0..10 {
         app.add_note(&board, &format!("after kill {i}")).await;
     }
@@ -834,7 +826,7 @@ impl DeletionWatch {
         let board = app.board_id().await;
         let other = app.board_id().await;
         let mut own = app.open_stream(&board).await;
-        let mut many = open_many(app, &[&board, &other]).await;
+        let mut many = open_many(app, &[&board, &other], None).await;
         // One snapshot on the board's own stream, one per board on the other.
         for stream in [&mut own, &mut many] {
             let first = stream.next_change(SOON * 5).await.expect("snapshot");
@@ -904,13 +896,7 @@ async fn a_board_deleted_right_after_an_event_only_its_reference_announced_still
     .await
     .expect("announce an event the log does not have");
     // ...and then the board is deleted: seq 2.
-    let deleted = app
-        .http
-        .delete(app.url(&format!("/api/boards/{board}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(deleted.status(), 204);
+    delete_board(&app, &board).await;
     watch.told_deleted(&app, 2).await;
 }
 
@@ -938,28 +924,18 @@ async fn a_board_deleted_while_nobody_listened_is_still_announced_deleted() {
     sql.execute("DELETE FROM boards WHERE id = $1::text::uuid", &[&board])
         .await
         .expect("delete unheard");
-    let killed: i64 = sql
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = $1 AND application_name = 'boardcast listener'",
-            &[&app.db_name],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
-    assert!(killed >= 1);
+    assert!(terminate_listeners(&app, &sql).await >= 1);
     watch.told_deleted(&app, 2).await;
 }
 
-/// A stream of several boards (`GET /api/events?boards=…`).
-async fn open_many(app: &TestApp, boards: &[&str]) -> SseClient {
-    let response = app
-        .http
-        .get(app.url(&format!("/api/events?boards={}", boards.join(","))))
-        .timeout(Duration::from_secs(3600))
-        .send()
-        .await
-        .expect("GET /api/events");
-    assert_eq!(response.status(), 200);
-    SseClient::new(response)
+/// Terminates the app's LISTEN connections from the database side; how many there were.
+async fn terminate_listeners(app: &TestApp, sql: &tokio_postgres::Client) -> i64 {
+    sql.query_one(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = 'boardcast listener'",
+        &[&app.db_name],
+    )
+    .await
+    .expect("terminate")
+    .get(0)
 }

@@ -24,7 +24,7 @@ async fn open_many_raw(app: &TestApp, boards: &[&str], cursor: Option<&str>) -> 
     request.send().await.expect("GET /api/events")
 }
 
-async fn open_many(app: &TestApp, boards: &[&str], cursor: Option<&str>) -> SseClient {
+pub(crate) async fn open_many(app: &TestApp, boards: &[&str], cursor: Option<&str>) -> SseClient {
     let response = open_many_raw(app, boards, cursor).await;
     assert_eq!(response.status(), 200, "the stream opens");
     SseClient::new(response)
@@ -304,7 +304,7 @@ async fn a_board_past_its_retention_gets_a_snapshot_alone() {
     assert_eq!(ids, [("snapshot", "130,"), ("snapshot", "130,2")]);
 }
 
-async fn delete_board(app: &TestApp, board: &str) {
+pub(crate) async fn delete_board(app: &TestApp, board: &str) {
     let deleted = app
         .http
         .delete(app.url(&format!("/api/boards/{board}")))
