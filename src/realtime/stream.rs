@@ -730,8 +730,9 @@ impl StreamTask {
     /// Sends every logged event of the lane's board after its `last_sent` (up to `upto`,
     /// or all), waiting for the client to take them. A gap in the log (pruned past
     /// retention, or the board deleted) ends the stream as `history_gone`, so the client
-    /// reconnects and gets a fresh snapshot or a 404; a database that does not answer ends
-    /// it as `database_unavailable`.
+    /// reconnects and gets a fresh snapshot or a 404; so does, when catching up to the end
+    /// (after a lost listener), a board whose seq is behind what the stream sent. A
+    /// database that does not answer ends it as `database_unavailable`.
     async fn catch_up(&mut self, lane: usize, upto: Option<i64>) -> Result<u64, CloseReason> {
         let board = self.lanes[lane].board;
         let limit = upto.unwrap_or(i64::MAX);
@@ -743,13 +744,24 @@ impl StreamTask {
                     CloseReason::DatabaseUnavailable
                 };
                 let client = self.db.client().await.map_err(unavailable)?;
-                if upto.is_none()
-                    && boards::find(&client, board)
-                        .await
-                        .map_err(unavailable)?
-                        .is_none()
-                {
-                    return Err(CloseReason::BoardDeleted);
+                if upto.is_none() {
+                    let Some(current) = boards::find(&client, board).await.map_err(unavailable)?
+                    else {
+                        return Err(CloseReason::BoardDeleted);
+                    };
+                    if current.seq < self.lanes[lane].last_sent {
+                        // The database lost commits this stream had already sent (a crash
+                        // with `synchronous_commit=off`, a failover to an asynchronous
+                        // standby): their seqs will be handed out again, to other events.
+                        // The client must start over; its resume, past the board's seq,
+                        // gets a snapshot.
+                        log::warn!(
+                            "board {board} is at seq {} but this stream sent {}: the database lost commits; ending the stream",
+                            current.seq,
+                            self.lanes[lane].last_sent
+                        );
+                        return Err(CloseReason::HistoryGone);
+                    }
                 }
                 events::range(&client, board, self.lanes[lane].last_sent, limit, PAGE)
                     .await

@@ -939,3 +939,47 @@ async fn terminate_listeners(app: &TestApp, sql: &tokio_postgres::Client) -> i64
     .expect("terminate")
     .get(0)
 }
+
+#[tokio::test]
+async fn a_stream_that_sent_commits_the_database_then_lost_starts_over() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let mut stream = app.open_stream(&board).await;
+    assert_eq!(
+        stream.next_change(SOON * 5).await.expect("snapshot").event,
+        "snapshot"
+    );
+    for text in ["one", "two", "three"] {
+        app.add_note(&board, text).await;
+    }
+    for seq in 1..=3 {
+        assert_eq!(
+            stream.next_change(SOON * 5).await.expect("event").seq(),
+            seq
+        );
+    }
+    // The database comes back without commits 2 and 3 (as after a crash with
+    // synchronous_commit=off, or a failover to an asynchronous standby), and the
+    // listeners with it.
+    let sql = app.sql().await;
+    sql.batch_execute(&format!(
+        "DELETE FROM notes WHERE board_id = '{board}' AND text <> 'one';
+         DELETE FROM events WHERE board_id = '{board}' AND seq > 1;
+         UPDATE boards SET seq = 1 WHERE id = '{board}';"
+    ))
+    .await
+    .expect("lose commits 2 and 3");
+    assert!(terminate_listeners(&app, &sql).await >= 1);
+
+    // Seqs 2 and 3 will be given to other events: the stream ends rather than skip them...
+    assert!(stream.ends_within(SOON * 10).await, "the stream ends");
+    // ...and the client's resume, past the board's seq, gets the board as it is.
+    let mut resumed = app.resume_stream(&board, 3).await;
+    let snapshot = resumed.next_change(SOON * 5).await.expect("snapshot");
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.json()["seq"], 1);
+    app.add_note(&board, "two again").await;
+    let event = resumed.next_change(SOON * 5).await.expect("event 2");
+    assert_eq!((event.seq(), event.event.as_str()), (2, "note.created"));
+    assert_eq!(event.json()["note"]["text"], "two again");
+}
