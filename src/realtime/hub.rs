@@ -283,38 +283,48 @@ impl Member {
     }
 
     /// Offers a change: into the outbox if the stream is live and this is its next event,
-    /// else (back) to the task. `Ok(true)`: put in the outbox; `Err(())`: the stream
-    /// leaves the fan-out (full or gone).
-    fn offer_change(
-        &mut self,
-        event: &Delivery,
-        seq: i64,
-        kind: EventKind,
-        frame: &Bytes,
-    ) -> Result<bool, ()> {
-        if let Some(last) = self.live {
-            if seq <= last {
-                return Ok(false);
+    /// else (back) to the task.
+    fn offer_change(&mut self, event: &Delivery) -> Placed {
+        if let (
+            Some(last),
+            Delivery::Change {
+                seq, kind, frame, ..
+            },
+        ) = (self.live, event)
+        {
+            if *seq <= last {
+                return Placed::WithTask;
             }
-            if seq == last + 1 && kind != EventKind::BoardDeleted {
+            if *seq == last + 1 && *kind != EventKind::BoardDeleted {
                 return match self.outbox.push(frame.clone()) {
                     Ok(()) => {
-                        self.live = Some(seq);
-                        Ok(true)
+                        self.live = Some(*seq);
+                        Placed::InOutbox
                     }
-                    Err(Refused::Full | Refused::Gone) => Err(()),
+                    Err(Refused::Full | Refused::Gone) => Placed::Left,
                 };
             }
             if !self.hand_back() {
-                return Err(());
+                return Placed::Left;
             }
         }
         if self.give(event.clone()) {
-            Ok(false)
+            Placed::WithTask
         } else {
-            Err(())
+            Placed::Left
         }
     }
+}
+
+/// Where a change offered to a stream went.
+#[derive(Debug, PartialEq, Eq)]
+enum Placed {
+    /// Into its outbox: delivered by the hub.
+    InOutbox,
+    /// To its task (or nowhere, if the stream already had it).
+    WithTask,
+    /// Nowhere: the stream's queue was full or gone, so it leaves the fan-out.
+    Left,
 }
 
 /// What the hub keeps for a board it serves.
@@ -329,8 +339,13 @@ struct BoardEntry {
 impl BoardEntry {
     /// The stream `id`, if it is still in the fan-out.
     fn member(&mut self, id: u64) -> Option<&mut Member> {
-        let at = self.streams.binary_search_by_key(&id, |m| m.id).ok()?;
+        let at = self.position(id)?;
         self.streams.get_mut(at)
+    }
+
+    /// Where the stream `id` is in `streams` (kept in id order).
+    fn position(&self, id: u64) -> Option<usize> {
+        self.streams.binary_search_by_key(&id, |m| m.id).ok()
     }
 
     /// Answers the openings the roster now reflects.
@@ -581,7 +596,7 @@ impl HubTask {
                 let Some(entry) = self.boards.get_mut(&board) else {
                     return;
                 };
-                if let Ok(at) = entry.streams.binary_search_by_key(&id, |m| m.id) {
+                if let Some(at) = entry.position(id) {
                     entry.streams.remove(at);
                 }
                 if entry.streams.is_empty() {
@@ -758,41 +773,37 @@ impl HubTask {
     /// put out here and their latency (commit → queued), read once per [`LATENCY_EVERY`]
     /// streams.
     fn send_change(&mut self, board: BoardId, event: &Delivery) {
-        let Delivery::Change {
-            seq,
-            kind,
-            frame,
-            at,
-        } = event
-        else {
-            return self.send(board, event);
-        };
         let Some(entry) = self.boards.get_mut(&board) else {
             return;
         };
+        let at = match event {
+            Delivery::Change { at, .. } => *at,
+            _ => None,
+        };
         let stats = &self.stats;
         let (mut put, mut unobserved) = (0, 0);
-        entry.streams.retain_mut(
-            |member| match member.offer_change(event, *seq, *kind, frame) {
-                Ok(true) => {
+        let observe = |n: u64| {
+            if let Some(at) = at {
+                stats.observe_deliveries_since(at, n);
+            }
+        };
+        entry
+            .streams
+            .retain_mut(|member| match member.offer_change(event) {
+                Placed::InOutbox => {
                     put += 1;
                     unobserved += 1;
                     if unobserved == LATENCY_EVERY {
-                        if let Some(at) = at {
-                            stats.observe_deliveries_since(*at, unobserved);
-                        }
+                        observe(unobserved);
                         unobserved = 0;
                     }
                     true
                 }
-                Ok(false) => true,
-                Err(()) => false,
-            },
-        );
-        if unobserved > 0
-            && let Some(at) = at
-        {
-            stats.observe_deliveries_since(*at, unobserved);
+                Placed::WithTask => true,
+                Placed::Left => false,
+            });
+        if unobserved > 0 {
+            observe(unobserved);
         }
         stats.delivered(put);
     }
@@ -841,20 +852,17 @@ mod tests {
         (member, rx, outbox)
     }
 
-    fn change(seq: i64, kind: EventKind) -> (Delivery, Bytes) {
-        let frame = Bytes::from(format!("id: {seq}\nevent: x\ndata: {{}}\n\n"));
-        let event = Delivery::Change {
+    fn change(seq: i64, kind: EventKind) -> Delivery {
+        Delivery::Change {
             seq,
             kind,
-            frame: frame.clone(),
+            frame: Bytes::from(format!("id: {seq}\nevent: x\ndata: {{}}\n\n")),
             at: None,
-        };
-        (event, frame)
+        }
     }
 
-    fn offer(member: &mut Member, seq: i64, kind: EventKind) -> Result<bool, ()> {
-        let (event, frame) = change(seq, kind);
-        member.offer_change(&event, seq, kind, &frame)
+    fn offer(member: &mut Member, seq: i64, kind: EventKind) -> Placed {
+        member.offer_change(&change(seq, kind))
     }
 
     fn given(rx: &mut deliveries::Receiver<Delivery>) -> Vec<String> {
@@ -872,16 +880,28 @@ mod tests {
     #[test]
     fn a_stream_goes_live_only_once_it_has_taken_everything_given() {
         let (mut member, mut rx, outbox) = subscribed();
-        assert_eq!(offer(&mut member, 4, EventKind::NoteCreated), Ok(false));
+        assert_eq!(
+            offer(&mut member, 4, EventKind::NoteCreated),
+            Placed::WithTask
+        );
         // Asked before it took delivery 1: refused, the next change still goes to the task.
         member.go_live(3, 0);
-        assert_eq!(offer(&mut member, 5, EventKind::NoteCreated), Ok(false));
+        assert_eq!(
+            offer(&mut member, 5, EventKind::NoteCreated),
+            Placed::WithTask
+        );
         assert_eq!(given(&mut rx), ["change 4", "change 5"]);
         member.go_live(5, 2);
         assert_eq!(member.live, Some(5));
         // Live: the next event goes to the outbox, and nothing to the task.
-        assert_eq!(offer(&mut member, 6, EventKind::NoteUpdated), Ok(true));
-        assert_eq!(offer(&mut member, 6, EventKind::NoteUpdated), Ok(false));
+        assert_eq!(
+            offer(&mut member, 6, EventKind::NoteUpdated),
+            Placed::InOutbox
+        );
+        assert_eq!(
+            offer(&mut member, 6, EventKind::NoteUpdated),
+            Placed::WithTask
+        );
         assert!(given(&mut rx).is_empty());
         assert_eq!(outbox.queued(), 1);
     }
@@ -891,14 +911,23 @@ mod tests {
         let (mut member, mut rx, outbox) = subscribed();
         member.go_live(10, 0);
         // 11 was missed (say, a reference the hub could not read): the task fills it.
-        assert_eq!(offer(&mut member, 12, EventKind::NoteUpdated), Ok(false));
+        assert_eq!(
+            offer(&mut member, 12, EventKind::NoteUpdated),
+            Placed::WithTask
+        );
         assert_eq!(given(&mut rx), ["handback 10", "change 12"]);
         assert_eq!(member.live, None);
         assert_eq!(outbox.queued(), 0);
 
         member.go_live(12, 2);
-        assert_eq!(offer(&mut member, 13, EventKind::NoteDeleted), Ok(true));
-        assert_eq!(offer(&mut member, 14, EventKind::BoardDeleted), Ok(false));
+        assert_eq!(
+            offer(&mut member, 13, EventKind::NoteDeleted),
+            Placed::InOutbox
+        );
+        assert_eq!(
+            offer(&mut member, 14, EventKind::BoardDeleted),
+            Placed::WithTask
+        );
         assert_eq!(given(&mut rx), ["handback 13", "change 14"]);
         assert_eq!(outbox.queued(), 1);
     }
@@ -908,17 +937,20 @@ mod tests {
         let (mut member, _rx, outbox) = subscribed();
         member.go_live(0, 0);
         for seq in 1..=QUEUE_LIMIT as i64 {
-            assert_eq!(offer(&mut member, seq, EventKind::NoteCreated), Ok(true));
+            assert_eq!(
+                offer(&mut member, seq, EventKind::NoteCreated),
+                Placed::InOutbox
+            );
         }
         assert_eq!(outbox.queued(), QUEUE_LIMIT as u64);
         assert_eq!(
             offer(&mut member, QUEUE_LIMIT as i64 + 1, EventKind::NoteCreated),
-            Err(())
+            Placed::Left
         );
 
         let (mut member, _rx, outbox) = subscribed();
         member.go_live(0, 0);
         drop(super::super::body::EventBody::new(outbox));
-        assert_eq!(offer(&mut member, 1, EventKind::NoteCreated), Err(()));
+        assert_eq!(offer(&mut member, 1, EventKind::NoteCreated), Placed::Left);
     }
 }

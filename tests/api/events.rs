@@ -768,11 +768,7 @@ async fn max_streams_defaults_to_what_postgres_leaves_or_ten_thousand_when_share
 async fn an_event_whose_notification_never_came_is_read_from_the_log_before_the_next() {
     let app = spawn_app().await;
     let board = app.board_id().await;
-    let mut stream = app.open_stream(&board).await;
-    assert_eq!(
-        stream.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
+    let mut stream = opened(&app, &board).await;
     app.add_note(&board, "one").await;
     let first = stream.next_change(SOON * 5).await.expect("event 1");
     assert_eq!((first.seq(), first.event.as_str()), (1, "note.created"));
@@ -825,15 +821,13 @@ impl DeletionWatch {
     async fn open(app: &TestApp) -> DeletionWatch {
         let board = app.board_id().await;
         let other = app.board_id().await;
-        let mut own = app.open_stream(&board).await;
+        let own = opened(app, &board).await;
         let mut many = open_many(app, &[&board, &other], None).await;
-        // One snapshot on the board's own stream, one per board on the other.
-        for stream in [&mut own, &mut many] {
-            let first = stream.next_change(SOON * 5).await.expect("snapshot");
+        // One snapshot per board.
+        for _ in 0..2 {
+            let first = many.next_change(SOON * 5).await.expect("snapshot");
             assert_eq!(first.event, "snapshot");
         }
-        let second = many.next_change(SOON * 5).await.expect("snapshot");
-        assert_eq!(second.event, "snapshot");
         DeletionWatch {
             board,
             other,
@@ -944,11 +938,7 @@ async fn terminate_listeners(app: &TestApp, sql: &tokio_postgres::Client) -> i64
 async fn a_stream_that_sent_commits_the_database_then_lost_starts_over() {
     let app = spawn_app().await;
     let board = app.board_id().await;
-    let mut stream = app.open_stream(&board).await;
-    assert_eq!(
-        stream.next_change(SOON * 5).await.expect("snapshot").event,
-        "snapshot"
-    );
+    let mut stream = opened(&app, &board).await;
     for text in ["one", "two", "three"] {
         app.add_note(&board, text).await;
     }
@@ -982,4 +972,12 @@ async fn a_stream_that_sent_commits_the_database_then_lost_starts_over() {
     let event = resumed.next_change(SOON * 5).await.expect("event 2");
     assert_eq!((event.seq(), event.event.as_str()), (2, "note.created"));
     assert_eq!(event.json()["note"]["text"], "two again");
+}
+
+/// The board's stream, its snapshot read.
+async fn opened(app: &TestApp, board: &str) -> SseClient {
+    let mut stream = app.open_stream(board).await;
+    let first = stream.next_change(SOON * 5).await.expect("snapshot");
+    assert_eq!(first.event, "snapshot");
+    stream
 }
