@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "flat_note_create",
         sql: include_str!("../../sql/0009_flat_note_create.sql"),
     },
+    Migration {
+        version: 10,
+        name: "lean_note_writes",
+        sql: include_str!("../../sql/0010_lean_note_writes.sql"),
+    },
 ];
 
 /// "boardcas" in ASCII: the advisory lock every migrating process takes.

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use boardcast::{db::migrations, domain::ids::BoardId};
 
 use crate::helpers::{
-    TestApp, TestDatabase, base_settings, create_empty_database, database_url, spawn_app,
-    spawn_app_with, spawn_on,
+    TestApp, TestDatabase, base_settings, create_empty_database, database_url, eventually,
+    spawn_app, spawn_app_with, spawn_on,
 };
 
 /// A plain connection of the test's own that `LISTEN`s on the board's channel; yields each
@@ -498,6 +498,248 @@ async fn migrating_a_used_database_keeps_every_seq_and_the_next_write_follows() 
     let after: Value = app.get_json(&format!("/api/boards/{board}")).await;
     assert_eq!(after["seq"], 4);
     assert_eq!(after["notes"].as_array().map(Vec::len), Some(4));
+    app.stop().await;
+}
+
+/// Fifty creates at once on one board: the log holds seqs 1..50, a plain `LISTEN` hears
+/// them in that order, and each event's note is the note its POST answered.
+#[tokio::test]
+async fn fifty_concurrent_creates_get_seqs_1_to_50_and_each_event_holds_its_answer() {
+    let app = spawn_app().await;
+    let board = app.board_id().await;
+    let (_listener, mut rx) = listen(&app, &board).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let http = app.http.clone();
+        let url = app.url(&format!("/api/boards/{board}/notes"));
+        tasks.push(tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .json(&json!({ "text": format!("note {i}"), "x": i, "y": -i }))
+                .send()
+                .await
+                .expect("POST is answered");
+            assert_eq!(response.status(), 201);
+            response.json::<Value>().await.expect("the note")
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("the writing task finishes"));
+    }
+
+    let all: Vec<i64> = (1..=50).collect();
+    assert_eq!(logged_seqs(&app, &board).await, all, "the log has no gap");
+    let notified = receive(&mut rx, &board, 50).await;
+    let seqs: Vec<i64> = notified
+        .iter()
+        .map(|(_, event)| event["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, all, "notifications in seq order");
+    for answer in &answers {
+        let events: Vec<&Value> = notified
+            .iter()
+            .map(|(_, event)| event)
+            .filter(|event| event["note"]["id"] == answer["id"])
+            .collect();
+        assert_eq!(events.len(), 1, "one event for {answer}");
+        assert_eq!(&events[0]["note"], answer);
+    }
+}
+
+/// Notes and events of one board, and rows of either whose board is gone, as PostgreSQL
+/// holds them.
+async fn rows_left(sql: &tokio_postgres::Client, board: Uuid) -> [i64; 4] {
+    let row = sql
+        .query_one(
+            "SELECT (SELECT count(*) FROM notes WHERE board_id = $1),
+                    (SELECT count(*) FROM events WHERE board_id = $1),
+                    (SELECT count(*) FROM notes n
+                     WHERE NOT EXISTS (SELECT 1 FROM boards b WHERE b.id = n.board_id)),
+                    (SELECT count(*) FROM events e
+                     WHERE NOT EXISTS (SELECT 1 FROM boards b WHERE b.id = e.board_id))",
+            &[&board],
+        )
+        .await
+        .expect("counts");
+    [row.get(0), row.get(1), row.get(2), row.get(3)]
+}
+
+/// Notes and events no longer reference boards (migration 10): the write functions' lock
+/// on the board row and the delete's trigger keep them together. Writers create notes on a
+/// board as fast as they can while it is deleted; once it is gone, PostgreSQL holds no note
+/// and no event of it, nor any other orphan.
+#[tokio::test]
+async fn creates_racing_a_board_delete_leave_no_notes_or_events_behind() {
+    let app = spawn_app().await;
+    let sql = app.sql().await;
+    for round in 0..5 {
+        let board = app.board_id().await;
+        let created = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let http = app.http.clone();
+            let url = app.url(&format!("/api/boards/{board}/notes"));
+            let created = created.clone();
+            writers.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let response = http
+                        .post(&url)
+                        .json(&json!({ "text": format!("{w}/{n}"), "x": n, "y": w }))
+                        .send()
+                        .await
+                        .expect("POST is answered");
+                    match response.status().as_u16() {
+                        201 => created.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                        404 => return,
+                        other => panic!("a create answered {other}"),
+                    };
+                }
+            }));
+        }
+        // Delete while the writers are at it: some creates have committed, more are in
+        // flight.
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                created.load(std::sync::atomic::Ordering::SeqCst) >= 8
+            })
+            .await,
+            "the writers create notes"
+        );
+        let response = app
+            .http
+            .delete(app.url(&format!("/api/boards/{board}")))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(response.status(), 204);
+        for writer in writers {
+            writer.await.expect("each writer ends at the 404");
+        }
+        let board: Uuid = board.parse().expect("uuid");
+        assert_eq!(rows_left(&sql, board).await, [0; 4], "round {round}");
+    }
+}
+
+/// A database as migration 9's release left it, with that release still running through
+/// the upgrade (a deploy): statements it prepared before migration 10 (its create, its
+/// notes query) go on working after it, beside the new release's create; the title rule
+/// still holds in the database; and a board deleted by a plain DELETE takes its notes and
+/// events with it, as the foreign keys' cascade did.
+#[tokio::test]
+async fn a_release_on_migration_9_keeps_working_through_migration_10() {
+    let database = create_empty_database().await;
+    let mut settings = base_settings();
+    settings.database.dbname(&*database);
+    let connect = || async {
+        let (client, connection) = settings
+            .database
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+        tokio::spawn(connection);
+        client
+    };
+    let mut migrator = connect().await;
+    let applied = migrations::migrate_to(&mut migrator, 9)
+        .await
+        .expect("migrates to 9");
+    assert_eq!(applied, (1..=9).collect::<Vec<i32>>());
+    let old = connect().await;
+    let board = Uuid::new_v4();
+    let channel = BoardId(board).channel();
+    old.execute(
+        "INSERT INTO boards (id, title) VALUES ($1, 'before')",
+        &[&board],
+    )
+    .await
+    .expect("a board");
+    // What migration 9's release prepares (src/db/notes.rs then): its create and its list.
+    let create = old
+        .prepare(
+            "SELECT * FROM boardcast_note_create(
+                 $1, $2, $3, 1.5, -2, '#abcdef', 200, 160, NULL, $4, $5, 1000, 8000)",
+        )
+        .await
+        .expect("the old create");
+    let list = old
+        .prepare(
+            "SELECT id, board_id, text, x, y, color, width, height, version, author, created_at,
+                    updated_at FROM notes WHERE board_id = $1 ORDER BY created_at, id",
+        )
+        .await
+        .expect("the old list");
+    let old_create = |text: &'static str| {
+        let (old, create, channel) = (&old, &create, &channel);
+        async move {
+            let id = Uuid::new_v4();
+            let head = format!(
+                r##"{{"id":"{id}","board_id":"{board}","text":"{text}","x":1.5,"y":-2.0,"color":"#abcdef","width":200.0,"height":160.0,"version":1,"author":null"##
+            );
+            let row = old
+                .query_one(create, &[&board, &id, &text, &head, channel])
+                .await
+                .expect("the old create runs");
+            let outcome: String = row.get("outcome");
+            assert_eq!(outcome, "done");
+        }
+    };
+    old_create("one").await;
+    assert_eq!(old.query(&list, &[&board]).await.expect("list").len(), 1);
+
+    let applied = migrations::migrate(&mut migrator).await.expect("migrates");
+    assert_eq!(
+        applied,
+        (10..=migrations::latest_version()).collect::<Vec<i32>>()
+    );
+    old_create("two").await;
+    let rows = old
+        .query(&list, &[&board])
+        .await
+        .expect("the old list after");
+    let texts: Vec<&str> = rows.iter().map(|r| r.get("text")).collect();
+    assert_eq!(texts, ["one", "two"]);
+
+    let app = spawn_on(&database, |_| {}).await;
+    let board_text = board.to_string();
+    let (_listener, mut rx) = listen(&app, &board_text).await;
+    let note = app.add_note(&board_text, "three").await;
+    let (payload, event) = receive(&mut rx, &board_text, 1).await.remove(0);
+    assert_eq!(event["seq"], 3, "{payload}");
+    assert_eq!(event["note"], note);
+    old_create("four").await;
+    assert_eq!(logged_seqs(&app, &board_text).await, vec![1, 2, 3, 4]);
+
+    // The title rule, now a trigger, refuses what the CHECK refused, with its SQLSTATE;
+    // taking a seq (no title written) passes.
+    for (statement, title) in [
+        (
+            "INSERT INTO boards (id, title) VALUES (gen_random_uuid(), $1)",
+            String::new(),
+        ),
+        ("UPDATE boards SET title = $1", "x".repeat(201)),
+    ] {
+        let error = old
+            .execute(statement, &[&title])
+            .await
+            .expect_err("a bad title is refused");
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+            "{error}"
+        );
+    }
+    old.execute(
+        "UPDATE boards SET title = repeat('y', 200), seq = seq WHERE id = $1",
+        &[&board],
+    )
+    .await
+    .expect("200 characters are a title");
+
+    old.execute("DELETE FROM boards WHERE id = $1", &[&board])
+        .await
+        .expect("a plain DELETE");
+    assert_eq!(rows_left(&old, board).await, [0; 4]);
     app.stop().await;
 }
 
