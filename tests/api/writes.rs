@@ -85,6 +85,31 @@ async fn logged_seqs(app: &TestApp, board: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Asserts that the board's log holds seqs 1..=`last` and that the `LISTEN` heard them in
+/// that order and nothing more; the notifications.
+async fn gapless(
+    app: &TestApp,
+    board: &str,
+    rx: &mut mpsc::UnboundedReceiver<(String, String)>,
+    last: i64,
+) -> Vec<(String, Value)> {
+    let all: Vec<i64> = (1..=last).collect();
+    assert_eq!(logged_seqs(app, board).await, all, "the log has no gap");
+    let notified = receive(rx, board, all.len()).await;
+    let seqs: Vec<i64> = notified
+        .iter()
+        .map(|(_, json)| json["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, all, "notifications in seq order");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+    notified
+}
+
 #[tokio::test]
 async fn concurrent_writes_get_gapless_seqs_and_notifications_in_order() {
     let app = spawn_app().await;
@@ -131,27 +156,7 @@ async fn concurrent_writes_get_gapless_seqs_and_notifications_in_order() {
         task.await.expect("the writing task finishes");
     }
 
-    assert_eq!(
-        logged_seqs(&app, &board).await,
-        (1..=50).collect::<Vec<i64>>(),
-        "the log has no gap"
-    );
-    let notified: Vec<i64> = receive(&mut rx, &board, 50)
-        .await
-        .iter()
-        .map(|(_, json)| json["seq"].as_i64().expect("seq"))
-        .collect();
-    assert_eq!(
-        notified,
-        (1..=50).collect::<Vec<i64>>(),
-        "notifications in seq order"
-    );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), rx.recv())
-            .await
-            .is_err(),
-        "nothing more"
-    );
+    gapless(&app, &board, &mut rx, 50).await;
 
     let current: Value = app.get_json(&format!("/api/boards/{board}")).await;
     assert_eq!(current["seq"], 50);
@@ -528,14 +533,7 @@ async fn fifty_concurrent_creates_get_seqs_1_to_50_and_each_event_holds_its_answ
         answers.push(task.await.expect("the writing task finishes"));
     }
 
-    let all: Vec<i64> = (1..=50).collect();
-    assert_eq!(logged_seqs(&app, &board).await, all, "the log has no gap");
-    let notified = receive(&mut rx, &board, 50).await;
-    let seqs: Vec<i64> = notified
-        .iter()
-        .map(|(_, event)| event["seq"].as_i64().expect("seq"))
-        .collect();
-    assert_eq!(seqs, all, "notifications in seq order");
+    let notified = gapless(&app, &board, &mut rx, 50).await;
     for answer in &answers {
         let events: Vec<&Value> = notified
             .iter()
