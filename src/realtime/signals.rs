@@ -44,6 +44,12 @@ use crate::error::ApiError;
 /// How long a board's signals are gathered before they go out: the contract's "at most
 /// 50 ms", which also caps the NOTIFYs for signals at 20 per second per board per instance.
 pub const WINDOW: Duration = Duration::from_millis(50);
+/// Boards' windows end at one of this many evenly spaced instants of each `WINDOW` (every
+/// 5 ms), the instant chosen by the board's id. Were every board's window to end together,
+/// each flush would wake every stream of every busy board at once (20 boards × 50 streams:
+/// a thousand connection writes in one burst), and a change arriving then would queue
+/// behind all of them; spread, a flush wakes a tenth of them (docs/PERFORMANCE.md).
+const SLOTS: u32 = 10;
 /// Signals waiting on this instance beyond which new ones are dropped (`overload`): the
 /// database is not keeping up with the flushes. Latest-wins keeps the real number far below
 /// (one per viewer, kind and note).
@@ -73,10 +79,27 @@ struct Batch {
     index: HashMap<Key, usize>,
 }
 
+/// The signals waiting on this instance: each board's batch in the slot its window ends
+/// at (`slot_of`).
 #[derive(Default)]
 struct Pending {
-    boards: HashMap<BoardId, Batch>,
+    slots: [HashMap<BoardId, Batch>; SLOTS as usize],
     count: usize,
+}
+
+/// The slots whose windows end at the ticks `next..=now` (one when the flusher is on time),
+/// each once: a flusher late by a whole window or more sends every slot.
+fn due_slots(next: u64, now: u64) -> Vec<usize> {
+    let from = next.max(now.saturating_sub(u64::from(SLOTS) - 1));
+    (from..=now)
+        .map(|t| (t % u64::from(SLOTS)) as usize)
+        .collect()
+}
+
+/// Which of the `SLOTS` instants of each window a board's window ends at: fixed per board,
+/// spread over boards by their (random) ids.
+fn slot_of(board: BoardId) -> usize {
+    (board.uuid().as_u128() % u128::from(SLOTS)) as usize
 }
 
 /// The instance's signal machinery: who may send, how fast, and the gathering window.
@@ -122,22 +145,36 @@ impl Signals {
         })
     }
 
-    /// Runs the flusher until `shutdown`: each board's gathered signals go out once per
-    /// window, all boards in one database round trip.
+    /// Runs the flusher until `shutdown`. Time is cut into ticks of `WINDOW / SLOTS`; at
+    /// each tick the boards of that tick's slot send their gathered signals (the boards of
+    /// one slot in one database round trip). A board's window thus ends at most `WINDOW`
+    /// after its first signal, and at most once per `WINDOW`. A late tick (a busy machine)
+    /// also sends the slots it passed, so no window outlasts its end by more than the delay.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         let this = self.clone();
         tokio::spawn(async move {
+            let tick = (WINDOW / SLOTS).as_nanos() as u64;
+            let epoch = Instant::now();
+            // Ticks since the epoch: u64 nanoseconds last 584 years.
+            let ticks_at = |at: Instant| (at - epoch).as_nanos() as u64 / tick;
             let mut pruned = Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = this.wake.notified() => {}
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(WINDOW) => {}
+                // The next tick after the first signal; then every tick until all is sent.
+                let mut next = ticks_at(Instant::now()) + 1;
+                while this.pending.lock().count > 0 {
+                    let at = epoch + Duration::from_nanos(next * tick);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                    let now = ticks_at(Instant::now());
+                    this.flush(due_slots(next, now)).await;
+                    next = now + 1;
                 }
-                this.flush().await;
                 if pruned.elapsed() > Duration::from_secs(60) {
                     pruned = Instant::now();
                     this.prune();
@@ -227,7 +264,7 @@ impl Signals {
         let pending = &mut *guard;
         let first = pending.count == 0;
         let key = signal.key();
-        let batch = pending.boards.entry(board).or_default();
+        let batch = pending.slots[slot_of(board)].entry(board).or_default();
         let entry = (signal, sender.name.clone(), Utc::now());
         if let Some(&at) = batch.index.get(&key) {
             batch.signals[at] = entry;
@@ -247,16 +284,26 @@ impl Signals {
         }
     }
 
-    /// Sends every board's window: one NOTIFY per board (more only past 8,000 bytes), all
-    /// in one statement.
-    async fn flush(&self) {
-        let taken = std::mem::take(&mut *self.pending.lock());
-        if taken.count == 0 {
+    /// Sends the windows of the boards in `slots`: one NOTIFY per board (more only past
+    /// 8,000 bytes), all in one statement.
+    async fn flush(&self, slots: Vec<usize>) {
+        let mut taken = Vec::new();
+        let mut count = 0;
+        {
+            let mut pending = self.pending.lock();
+            for slot in slots {
+                let boards = std::mem::take(&mut pending.slots[slot]);
+                count += boards.values().map(|b| b.signals.len()).sum::<usize>();
+                taken.push(boards);
+            }
+            pending.count -= count;
+        }
+        if count == 0 {
             return;
         }
         let mut channels = Vec::new();
         let mut payloads = Vec::new();
-        for (board, batch) in taken.boards {
+        for (board, batch) in taken.into_iter().flatten() {
             let frames = batch
                 .signals
                 .iter()
@@ -271,9 +318,9 @@ impl Signals {
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            log::warn!("{} signals not sent: {e}", taken.count);
+            log::warn!("{count} signals not sent: {e}");
             self.stats
-                .signal_dropped(DropReason::Unavailable, taken.count as u64);
+                .signal_dropped(DropReason::Unavailable, count as u64);
         }
     }
 
@@ -333,6 +380,26 @@ mod tests {
             .expect("input"),
         )
         .expect("valid")
+    }
+
+    #[test]
+    fn a_late_flusher_sends_each_passed_slot_once() {
+        assert_eq!(due_slots(7, 7), vec![7]);
+        assert_eq!(due_slots(8, 11), vec![8, 9, 0, 1]);
+        let mut all = due_slots(3, 40);
+        assert_eq!(all.len(), SLOTS as usize);
+        all.sort_unstable();
+        assert_eq!(all, (0..SLOTS as usize).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn boards_spread_over_the_slots() {
+        let mut used = [0u32; SLOTS as usize];
+        for _ in 0..1_000 {
+            used[slot_of(BoardId::new())] += 1;
+        }
+        // 100 expected per slot; random ids fall within 40–160 all but never.
+        assert!(used.iter().all(|&n| (40..=160).contains(&n)), "{used:?}");
     }
 
     #[test]

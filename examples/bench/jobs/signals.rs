@@ -40,6 +40,12 @@ use crate::{
 const SENDERS_PER_BOARD: usize = 10;
 /// Cursor positions each sender sends per second (the page's own rate).
 const SEND_HZ: u64 = 20;
+/// Senders' streams per board that time every signal they receive (full SSE and JSON
+/// parsing); the board's other senders' streams only learn their `you.id` and then read
+/// without parsing. Timing all 200 made the benchmark's own parsing (1.1 million frames in
+/// 30 s) the largest CPU user on the server's two cores, so the changes' tail measured the
+/// benchmark's backlog as much as the server; 2 per board still time about 240,000 frames.
+const TIMED_PER_BOARD: usize = 2;
 /// Change events: one note every `NOTE_GAP`, round robin over the boards; this many per
 /// board before the signals start (the run without signals), and this many during them.
 const NOTE_GAP: Duration = Duration::from_millis(150);
@@ -90,7 +96,8 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
             "{}/api/boards/{}/events?name=sender{i}",
             server.base, ids[board]
         );
-        followers.push(load.spawn(follow(streaming.clone(), url, tx, stop.clone())));
+        let timing = i < TIMED_PER_BOARD * boards;
+        followers.push(load.spawn(follow(streaming.clone(), url, tx, timing, stop.clone())));
         viewers.push((board, rx));
     }
     let mut you = Vec::with_capacity(senders);
@@ -139,11 +146,13 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
         .build()?;
     let posters: Vec<JoinHandle<Posted>> = you
         .iter()
-        .map(|(board, viewer)| {
+        .enumerate()
+        .map(|(i, (board, viewer))| {
             load.spawn(send(
                 http.clone(),
                 format!("{}/api/boards/{}/signals", server.base, ids[*board]),
                 viewer.clone(),
+                phase(i, you.len()),
                 sending_until,
             ))
         })
@@ -384,18 +393,42 @@ fn histogram_shares(from: &[(f64, f64)], to: &[(f64, f64)]) -> String {
     format!("{} (of {total:.0})", shares.join(" / "))
 }
 
-/// One sender's stream: returns the latency of every signal it received (`data.t` is the
-/// send time, on the bench's clock); sends its `you.id` once the opening presence arrives.
+/// One sender's stream: sends its `you.id` once the opening presence arrives; when
+/// `timing`, returns the latency of every signal it received (`data.t` is the send time,
+/// on the bench's clock), else reads on without parsing and returns none.
 async fn follow(
     http: reqwest::Client,
     url: String,
     you: oneshot::Sender<String>,
+    timing: bool,
     stop: CancellationToken,
 ) -> Vec<u64> {
     let mut latencies = Vec::new();
     let Ok(res) = http.get(&url).send().await else {
         return latencies;
     };
+    if !timing {
+        let mut body = res.bytes_stream();
+        let mut opening = String::new();
+        let mut you = Some(you);
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                next = body.next() => next,
+            };
+            let Some(Ok(chunk)) = next else { break };
+            if you.is_some() {
+                opening.push_str(&String::from_utf8_lossy(&chunk));
+                if let Some(id) = opening_you(&opening)
+                    && let Some(tx) = you.take()
+                {
+                    let _ = tx.send(id);
+                    opening = String::new();
+                }
+            }
+        }
+        return latencies;
+    }
     let mut events = res.bytes_stream().eventsource();
     let mut you = Some(you);
     loop {
@@ -422,6 +455,14 @@ async fn follow(
         }
     }
     latencies
+}
+
+/// The viewer id in the `presence` event of a stream's opening, once it has arrived whole.
+fn opening_you(text: &str) -> Option<String> {
+    let at = text.find("event: presence\ndata: ")? + "event: presence\ndata: ".len();
+    let line = text[at..].split_once('\n')?.0;
+    let v: Value = serde_json::from_str(line).ok()?;
+    v["you"]["id"].as_str().map(str::to_string)
 }
 
 /// What one sender's POSTs got.
@@ -452,10 +493,25 @@ impl Posted {
     }
 }
 
-/// One sender: a cursor position every 1/`SEND_HZ` s until `until`, each stamped with its
-/// send time.
-async fn send(http: reqwest::Client, url: String, viewer: String, until: Instant) -> Posted {
+/// Where sender `i` of `n` starts within one sending period: spread evenly. People's
+/// pointers do not move in step; senders all started in the same millisecond would send
+/// every period as one burst of `n` POSTs, a load no real board makes (measured in
+/// docs/PERFORMANCE.md: that burst alone tripled a change's p99).
+fn phase(i: usize, n: usize) -> Duration {
+    Duration::from_millis(1000 / SEND_HZ) * i as u32 / n.max(1) as u32
+}
+
+/// One sender: a cursor position every 1/`SEND_HZ` s, starting `phase` into the first
+/// period, until `until`, each stamped with its send time.
+async fn send(
+    http: reqwest::Client,
+    url: String,
+    viewer: String,
+    phase: Duration,
+    until: Instant,
+) -> Posted {
     let mut out = Posted::default();
+    sleep(phase).await;
     let mut ticker = interval(Duration::from_millis(1000 / SEND_HZ));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut x = 0u64;
