@@ -18,7 +18,7 @@ use std::{
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::{
     sync::oneshot,
     task::JoinHandle,
@@ -140,17 +140,14 @@ pub async fn signals(ctx: &mut Ctx, streams: usize, boards: usize, secs: u64) ->
     let cpu1 = CpuMark::take(server.pid, pg);
     let started = Instant::now();
     let sending_until = started + Duration::from_secs(secs);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(senders + 16)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let address = server.base.trim_start_matches("http://").to_string();
     let posters: Vec<JoinHandle<Posted>> = you
         .iter()
         .enumerate()
         .map(|(i, (board, viewer))| {
             load.spawn(send(
-                http.clone(),
-                format!("{}/api/boards/{}/signals", server.base, ids[*board]),
+                address.clone(),
+                format!("/api/boards/{}/signals", ids[*board]),
                 viewer.clone(),
                 phase(i, you.len()),
                 sending_until,
@@ -502,10 +499,10 @@ fn phase(i: usize, n: usize) -> Duration {
 }
 
 /// One sender: a cursor position every 1/`SEND_HZ` s, starting `phase` into the first
-/// period, until `until`, each stamped with its send time.
+/// period, until `until`, each stamped with its send time, on one keep-alive connection.
 async fn send(
-    http: reqwest::Client,
-    url: String,
+    address: String,
+    path: String,
     viewer: String,
     phase: Duration,
     until: Instant,
@@ -514,27 +511,89 @@ async fn send(
     sleep(phase).await;
     let mut ticker = interval(Duration::from_millis(1000 / SEND_HZ));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut connection = None;
     let mut x = 0u64;
     while Instant::now() < until {
         ticker.tick().await;
         x += 1;
         let t = now_ns();
         let body =
-            json!({ "viewer": viewer, "kind": "cursor", "data": { "x": x, "y": 0, "t": t } });
-        match http.post(&url).json(&body).send().await {
-            Ok(r) => {
-                match r.status().as_u16() {
-                    202 => out.accepted += 1,
-                    429 => out.limited += 1,
-                    _ => out.other += 1,
-                }
-                let _ = r.bytes().await;
+            format!(r#"{{"viewer":"{viewer}","kind":"cursor","data":{{"x":{x},"y":0,"t":{t}}}}}"#);
+        if connection.is_none() {
+            connection = RawHttp::connect(&address).await.ok();
+        }
+        let status = match &mut connection {
+            Some(c) => c.post(&path, &body).await.ok(),
+            None => None,
+        };
+        match status {
+            Some(202) => out.accepted += 1,
+            Some(429) => out.limited += 1,
+            Some(_) => out.other += 1,
+            None => {
+                out.other += 1;
+                connection = None;
             }
-            Err(_) => out.other += 1,
         }
         out.rtts.push(now_ns() - t);
     }
     out
+}
+
+/// HTTP/1.1 POSTs of JSON on one keep-alive connection, answers read by `Content-Length`.
+///
+/// Written here rather than with reqwest, which the other jobs use: this job's 200 senders
+/// share the server's two cores, and reqwest's per-request work (URL parsing, the pool,
+/// header maps, a task per connection) made them a third of the benchmark's CPU, which the
+/// server's own latencies then measured. This is the least a client can do per request.
+struct RawHttp {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    head: String,
+}
+
+impl RawHttp {
+    async fn connect(address: &str) -> std::io::Result<RawHttp> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(RawHttp {
+            stream: tokio::io::BufReader::new(stream),
+            head: String::with_capacity(512),
+        })
+    }
+
+    /// Sends one POST and reads its whole answer; returns the status code.
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut status = None;
+        let mut length = 0usize;
+        loop {
+            self.head.clear();
+            if self.stream.read_line(&mut self.head).await? == 0 {
+                return Err(bad("connection closed"));
+            }
+            let line = self.head.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status.is_none() {
+                status = line.split(' ').nth(1).and_then(|c| c.parse().ok());
+            } else if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().map_err(|_| bad("content-length"))?;
+            }
+        }
+        let mut rest = vec![0u8; length];
+        self.stream.read_exact(&mut rest).await?;
+        status.ok_or_else(|| bad("no status line"))
+    }
 }
 
 /// A LISTEN of the bench's own on every board's channel, counting the NOTIFYs whose
