@@ -279,6 +279,13 @@ impl Collector for Machinery {
                 .encode(family.encode_family(&labels)?)?;
         }
 
+        counter(
+            &mut encoder,
+            "signal_flushes_failed",
+            "Flushes of signal windows (one statement of NOTIFYs) the database refused; the \
+             flusher then waits as a lost listener does (50 ms doubling to 5 s, jittered).",
+            stats.signal_flushes_failed_total(),
+        )?;
         gauge(
             &mut encoder,
             "listener_connections",

@@ -105,6 +105,28 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// POSTs a cursor signal as `viewer` every 20 ms for `during`; returns how many got 202.
+async fn send_signals(app: &TestApp, board: &str, viewer: &str, during: Duration) -> usize {
+    let until = Instant::now() + during;
+    let mut accepted = 0;
+    let mut x = 0;
+    while Instant::now() < until {
+        x += 1;
+        let answer = app
+            .http
+            .post(app.url(&format!("/api/boards/{board}/signals")))
+            .json(&serde_json::json!({ "viewer": viewer, "kind": "cursor", "data": { "x": x, "y": 0 } }))
+            .send()
+            .await
+            .expect("POST a signal");
+        if answer.status() == 202 {
+            accepted += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    accepted
+}
+
 #[tokio::test]
 async fn a_database_outage_turns_readyz_and_writes_to_503_and_streams_miss_nothing() {
     if !can_stop_the_database() {
@@ -117,6 +139,14 @@ async fn a_database_outage_turns_readyz_and_writes_to_503_and_streams_miss_nothi
         .next_named("snapshot", Duration::from_secs(5))
         .await
         .expect("a snapshot");
+    let presence = stream
+        .next_named("presence", Duration::from_secs(5))
+        .await
+        .expect("the opening presence");
+    let viewer = serde_json::from_str::<Value>(&presence.data).expect("presence JSON")["you"]["id"]
+        .as_str()
+        .expect("you.id")
+        .to_string();
     for i in 1..=3 {
         app.add_note(&board, &format!("before {i}")).await;
     }
@@ -166,8 +196,22 @@ async fn a_database_outage_turns_readyz_and_writes_to_503_and_streams_miss_nothi
         .expect("POST a board during the outage");
     assert_eq!(board_write.status(), 503);
 
-    // Let the stream's listener notice and back off for a while.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Signals go on meanwhile (the viewer is known in memory, so they are accepted); their
+    // flushes fail, and the flusher backs off instead of knocking on every 5 ms tick. This
+    // also gives the stream's listener time to notice and back off.
+    let signals_sent = send_signals(&app, &board, &viewer, Duration::from_secs(3)).await;
+    assert!(
+        signals_sent > 20,
+        "{signals_sent} signals accepted while down"
+    );
+    let failed = metric(&app, "boardcast_signal_flushes_failed_total").await;
+    println!("outage: {signals_sent} signals accepted, {failed} flushes failed in 3 s");
+    // Backing off from 50–100 ms and doubling: at most 6 attempts in 3 s. One per window
+    // (50 ms), as without backoff, would be 60.
+    assert!(
+        (1.0..=8.0).contains(&failed),
+        "{failed} failed flushes in 3 s"
+    );
 
     // Up.
     pgctl("start").await;
@@ -213,6 +257,27 @@ async fn a_database_outage_turns_readyz_and_writes_to_503_and_streams_miss_nothi
         })
         .collect();
     assert_eq!(after, expected, "exactly the new events, once, in order");
+    // Signals flow again once the flusher's wait is over (from a new stream: in shared
+    // mode the first one may have been resumed under another viewer).
+    let mut fresh = app.open_stream(&board).await;
+    let presence = fresh
+        .next_named("presence", Duration::from_secs(5))
+        .await
+        .expect("the new stream's presence");
+    let fresh_viewer = serde_json::from_str::<Value>(&presence.data).expect("presence JSON")["you"]
+        ["id"]
+        .as_str()
+        .expect("you.id")
+        .to_string();
+    let again = send_signals(&app, &board, &fresh_viewer, Duration::from_millis(300)).await;
+    assert!(again > 0);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric(&app, "boardcast_signals_delivered_total").await >= 1.0
+        })
+        .await,
+        "a signal is delivered after the outage"
+    );
     let extra = changes(&mut stream, 1, Duration::from_secs(1)).await;
     assert!(extra.is_empty(), "nothing twice: {extra:?}");
 

@@ -6,7 +6,9 @@
 //! and each must suit the code already running (Heroku's release phase runs before the new
 //! dynos start): expand, deploy, contract.
 
-use tokio_postgres::Client;
+use std::time::Duration;
+
+use tokio_postgres::{Client, error::SqlState};
 
 use super::DbError;
 
@@ -82,13 +84,52 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
     migrate_to(client, latest_version()).await
 }
 
+/// How a migration waits for the table locks it needs while the running release works.
+///
+/// A migration that alters a table waits for every transaction using it, and holds the
+/// locks it already took meanwhile: one session idle in a transaction that read `notes`
+/// kept migration 10 waiting, with `boards` locked, and so stopped every write of the
+/// running release until it ended. With a `lock_timeout` the migration gives up instead,
+/// rolls back (releasing what it held), pauses and tries again: writes wait at most
+/// `lock_timeout` at a time. The defaults wait 2 s per attempt over 10 attempts, about
+/// 30 s in all, inside a Heroku release phase; then `migrate` fails with the reason and
+/// the release is not deployed.
+#[derive(Clone, Copy, Debug)]
+pub struct LockPolicy {
+    /// PostgreSQL's `lock_timeout` for each attempt.
+    pub timeout: Duration,
+    /// Attempts per migration before giving up.
+    pub attempts: u32,
+    /// The pause between attempts, in which the waiting writes go through.
+    pub pause: Duration,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            timeout: Duration::from_secs(2),
+            attempts: 10,
+            pause: Duration::from_secs(1),
+        }
+    }
+}
+
 /// [`migrate`], but only as far as version `upto`: how tests make a database as an older
 /// release left it, to check that the next migrations upgrade it.
 pub async fn migrate_to(client: &mut Client, upto: i32) -> Result<Vec<i32>, DbError> {
+    migrate_with(client, upto, LockPolicy::default()).await
+}
+
+/// [`migrate_to`] with a lock policy of one's own (tests use short ones).
+pub async fn migrate_with(
+    client: &mut Client,
+    upto: i32,
+    locks: LockPolicy,
+) -> Result<Vec<i32>, DbError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;
-    let result = apply_missing(client, upto).await;
+    let result = apply_missing(client, upto, locks).await;
     // Released with the session anyway; unlocking explicitly keeps a long-lived caller clean.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
@@ -98,7 +139,11 @@ pub async fn migrate_to(client: &mut Client, upto: i32) -> Result<Vec<i32>, DbEr
     Ok(applied)
 }
 
-async fn apply_missing(client: &mut Client, upto: i32) -> Result<Vec<i32>, DbError> {
+async fn apply_missing(
+    client: &mut Client,
+    upto: i32,
+    locks: LockPolicy,
+) -> Result<Vec<i32>, DbError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -114,16 +159,47 @@ async fn apply_missing(client: &mut Client, upto: i32) -> Result<Vec<i32>, DbErr
         .iter()
         .filter(|m| m.version > current && m.version <= upto)
     {
-        let tx = client.transaction().await?;
-        tx.batch_execute(m.sql).await.map_err(|e| {
-            DbError::from(e).context(format!("migration {} ({}) failed", m.version, m.name))
-        })?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[&m.version, &m.name],
-        )
-        .await?;
-        tx.commit().await?;
+        let mut attempt = 1;
+        loop {
+            let tx = client.transaction().await?;
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = {}",
+                locks.timeout.as_millis()
+            ))
+            .await?;
+            match tx.batch_execute(m.sql).await {
+                Ok(()) => {
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        &[&m.version, &m.name],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    break;
+                }
+                Err(e)
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        && attempt < locks.attempts =>
+                {
+                    drop(tx);
+                    log::warn!(
+                        "migration {} ({}): a table it alters is in use ({e}); attempt {attempt} of {} rolled back, trying again in {:?}",
+                        m.version,
+                        m.name,
+                        locks.attempts,
+                        locks.pause
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(locks.pause).await;
+                }
+                Err(e) => {
+                    return Err(DbError::from(e).context(format!(
+                        "migration {} ({}) failed after {attempt} attempt(s)",
+                        m.version, m.name
+                    )));
+                }
+            }
+        }
         log::info!("applied migration {} ({})", m.version, m.name);
         applied.push(m.version);
     }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
+    backoff::Reconnect,
     sse,
     stats::{DropReason, Stats},
 };
@@ -96,6 +97,23 @@ fn due_slots(next: u64, now: u64) -> Vec<usize> {
         .collect()
 }
 
+/// The slots to send at tick `now`: those due (`due_slots`) that were last sent a whole
+/// window ago or more, which `last` (each slot's last tick sent) then records. A late
+/// flusher sends the slots it passed late; each one's next on-time tick then comes less
+/// than a window after, and is skipped, so no board gets two NOTIFYs within one window
+/// (the contract's 20 per second) and each slot keeps its place in the window. The window
+/// after a late flush is thus up to two windows long, once.
+fn plan(next: u64, now: u64, last: &mut [Option<u64>; SLOTS as usize]) -> Vec<usize> {
+    let slots: Vec<usize> = due_slots(next, now)
+        .into_iter()
+        .filter(|&s| last[s].is_none_or(|at| now >= at + u64::from(SLOTS)))
+        .collect();
+    for &s in &slots {
+        last[s] = Some(now);
+    }
+    slots
+}
+
 /// Which of the `SLOTS` instants of each window a board's window ends at: fixed per board,
 /// spread over boards by their (random) ids.
 fn slot_of(board: BoardId) -> usize {
@@ -158,6 +176,8 @@ impl Signals {
             // Ticks since the epoch: u64 nanoseconds last 584 years.
             let ticks_at = |at: Instant| (at - epoch).as_nanos() as u64 / tick;
             let mut pruned = Instant::now();
+            let mut last = [None; SLOTS as usize];
+            let mut retry = Reconnect::default();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -172,7 +192,16 @@ impl Signals {
                         _ = tokio::time::sleep_until(at) => {}
                     }
                     let now = ticks_at(Instant::now());
-                    this.flush(due_slots(next, now)).await;
+                    if this.flush(plan(next, now, &mut last)).await {
+                        retry.connected();
+                    } else {
+                        // The database refused: wait as a lost listener does (jittered,
+                        // doubling to seconds) rather than knock on every tick.
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep_until(retry.next_attempt()) => {}
+                        }
+                    }
                     next = now + 1;
                 }
                 if pruned.elapsed() > Duration::from_secs(60) {
@@ -285,8 +314,9 @@ impl Signals {
     }
 
     /// Sends the windows of the boards in `slots`: one NOTIFY per board (more only past
-    /// 8,000 bytes), all in one statement.
-    async fn flush(&self, slots: Vec<usize>) {
+    /// 8,000 bytes), all in one statement. False when the database refused them (they are
+    /// dropped, `reason="unavailable"`).
+    async fn flush(&self, slots: Vec<usize>) -> bool {
         let mut taken = Vec::new();
         let mut count = 0;
         {
@@ -299,7 +329,7 @@ impl Signals {
             pending.count -= count;
         }
         if count == 0 {
-            return;
+            return true;
         }
         let mut channels = Vec::new();
         let mut payloads = Vec::new();
@@ -321,7 +351,10 @@ impl Signals {
             log::warn!("{count} signals not sent: {e}");
             self.stats
                 .signal_dropped(DropReason::Unavailable, count as u64);
+            self.stats.signal_flush_failed();
+            return false;
         }
+        true
     }
 
     fn prune(&self) {
@@ -390,6 +423,46 @@ mod tests {
         assert_eq!(all.len(), SLOTS as usize);
         all.sort_unstable();
         assert_eq!(all, (0..SLOTS as usize).collect::<Vec<_>>());
+    }
+
+    /// Ticks 0..400 with the flusher stalled twice (ticks 31–46 and 120–155 pass unseen):
+    /// every slot is sent at most once per window, at its own place again after a stall,
+    /// and never waits more than two windows beyond a stall.
+    #[test]
+    fn after_a_stall_no_slot_is_sent_twice_within_a_window() {
+        let window = u64::from(SLOTS);
+        let mut last = [None; SLOTS as usize];
+        let mut sent: Vec<Vec<u64>> = vec![Vec::new(); SLOTS as usize];
+        let mut next = 0;
+        let mut now = 0;
+        while now < 400 {
+            for s in plan(next, now, &mut last) {
+                sent[s].push(now);
+            }
+            next = now + 1;
+            now = match now {
+                30 => 47,
+                119 => 156,
+                t => t + 1,
+            };
+        }
+        for (slot, ticks) in sent.iter().enumerate() {
+            for pair in ticks.windows(2) {
+                let gap = pair[1] - pair[0];
+                assert!(
+                    gap >= window,
+                    "slot {slot} sent twice in a window: {ticks:?}"
+                );
+                // At most the stall (36 ticks) plus two windows.
+                assert!(gap <= 36 + 2 * window, "slot {slot} starved: {ticks:?}");
+            }
+            let tail: Vec<u64> = ticks.iter().copied().filter(|&t| t > 200).collect();
+            assert!(!tail.is_empty());
+            assert!(
+                tail.iter().all(|t| t % window == slot as u64),
+                "slot {slot} back at its place: {tail:?}"
+            );
+        }
     }
 
     #[test]

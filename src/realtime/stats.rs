@@ -85,6 +85,7 @@ pub struct Stats {
     signals_delivered: AtomicU64,
     /// By `DropReason`, in the order of `DropReason::ALL`.
     signals_dropped: [AtomicU64; 3],
+    signal_flushes_failed: AtomicU64,
 }
 
 /// Signal counters: accepted by this instance, queued to its streams, dropped (why).
@@ -111,6 +112,16 @@ impl Stats {
 
     pub fn signals_delivered_total(&self) -> u64 {
         self.signals_delivered.load(Relaxed)
+    }
+
+    /// A flush of signal windows that the database refused (its signals are counted as
+    /// dropped, `unavailable`).
+    pub fn signal_flush_failed(&self) {
+        self.signal_flushes_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn signal_flushes_failed_total(&self) -> u64 {
+        self.signal_flushes_failed.load(Relaxed)
     }
 
     pub fn signals_dropped_total(&self, reason: DropReason) -> u64 {

@@ -318,13 +318,16 @@ impl SseClient {
             .flatten()
     }
 
-    /// The next event that is not a heartbeat or presence event.
+    /// The next event that is not a heartbeat, presence event or signal.
     pub async fn next_change(&mut self, wait: Duration) -> Option<SseEvent> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             let event = self.next(left).await?;
-            if event.event != "heartbeat" && !event.event.starts_with("presence") {
+            if event.event != "heartbeat"
+                && event.event != "signal"
+                && !event.event.starts_with("presence")
+            {
                 return Some(event);
             }
         }

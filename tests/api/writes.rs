@@ -846,3 +846,126 @@ async fn a_bad_setting_stops_the_binary_naming_the_variable() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A database at migration 9 with a session idle in a transaction that read `notes` (which
+/// migration 10 alters): the running release's writes, and a policy's short lock waits.
+async fn busy_database_at_9() -> (
+    TestDatabase,
+    impl AsyncFn() -> tokio_postgres::Client,
+    tokio_postgres::Client,
+    Uuid,
+) {
+    let database = create_empty_database().await;
+    let mut settings = base_settings();
+    settings.database.dbname(&*database);
+    let connect = async move || {
+        let (client, connection) = settings
+            .database
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+        tokio::spawn(connection);
+        client
+    };
+    let mut migrator = connect().await;
+    migrations::migrate_to(&mut migrator, 9)
+        .await
+        .expect("migrates to 9");
+    let writer = connect().await;
+    let board = Uuid::new_v4();
+    writer
+        .execute(
+            "INSERT INTO boards (id, title) VALUES ($1, 'busy')",
+            &[&board],
+        )
+        .await
+        .expect("a board");
+    (database, connect, writer, board)
+}
+
+/// One write of the running release (the seq every write takes), timed.
+async fn timed_write(writer: &tokio_postgres::Client, board: Uuid) -> Duration {
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        writer.execute("UPDATE boards SET seq = seq + 1 WHERE id = $1", &[&board]),
+    )
+    .await
+    .expect("a write waits behind the migration for 5 s")
+    .expect("a write");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_migration_waiting_for_a_busy_table_lets_writes_through_and_tries_again() {
+    let (_database, connect, writer, board) = busy_database_at_9().await;
+    let mut reader = connect().await;
+    let idle = reader.transaction().await.expect("a transaction");
+    idle.query("SELECT count(*) FROM notes", &[])
+        .await
+        .expect("reads notes");
+
+    let mut migrator = connect().await;
+    let policy = migrations::LockPolicy {
+        timeout: Duration::from_millis(200),
+        attempts: 100,
+        pause: Duration::from_millis(100),
+    };
+    let migrating =
+        tokio::spawn(async move { migrations::migrate_with(&mut migrator, 10, policy).await });
+    for _ in 0..12 {
+        let took = timed_write(&writer, board).await;
+        // Without a lock timeout this write waits for the idle reader: for ever here.
+        assert!(
+            took < Duration::from_secs(1),
+            "a write waited {took:?} behind the migration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !migrating.is_finished(),
+        "the migration waits for the reader"
+    );
+    idle.commit().await.expect("the reader ends");
+    let applied = tokio::time::timeout(Duration::from_secs(10), migrating)
+        .await
+        .expect("the migration ends once the table is free")
+        .expect("joins")
+        .expect("migrates");
+    assert_eq!(applied, vec![10]);
+    assert!(timed_write(&writer, board).await < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_migration_that_never_gets_its_locks_gives_up_with_the_reason_and_changes_nothing() {
+    let (_database, connect, writer, board) = busy_database_at_9().await;
+    let mut reader = connect().await;
+    let idle = reader.transaction().await.expect("a transaction");
+    idle.query("SELECT count(*) FROM notes", &[])
+        .await
+        .expect("reads notes");
+
+    let mut migrator = connect().await;
+    let policy = migrations::LockPolicy {
+        timeout: Duration::from_millis(100),
+        attempts: 2,
+        pause: Duration::from_millis(50),
+    };
+    let error = migrations::migrate_with(&mut migrator, 10, policy)
+        .await
+        .expect_err("the table stays busy");
+    let said = error.to_string();
+    assert!(
+        said.contains("migration 10 (lean_note_writes) failed after 2 attempt(s)")
+            && said.contains("lock"),
+        "{said}"
+    );
+    assert_eq!(
+        migrations::current_version(&migrator)
+            .await
+            .expect("version"),
+        9
+    );
+    assert!(timed_write(&writer, board).await < Duration::from_secs(1));
+    idle.commit().await.expect("the reader ends");
+}
