@@ -847,18 +847,22 @@ async fn a_bad_setting_stops_the_binary_naming_the_variable() {
     }
 }
 
-/// A database at migration 9 with a session idle in a transaction that read `notes` (which
-/// migration 10 alters): the running release's writes, and a policy's short lock waits.
-async fn busy_database_at_9() -> (
-    TestDatabase,
-    impl AsyncFn() -> tokio_postgres::Client,
-    tokio_postgres::Client,
-    Uuid,
-) {
+/// A database at migration 9 while its release runs: a writer, a board, and a reader idle
+/// in a transaction that read `notes` (which migration 10 alters).
+struct BusyAt9 {
+    /// Dropped (the database with it) when the test ends.
+    _database: TestDatabase,
+    migrator: tokio_postgres::Client,
+    writer: tokio_postgres::Client,
+    reader: tokio_postgres::Client,
+    board: Uuid,
+}
+
+async fn busy_database_at_9() -> BusyAt9 {
     let database = create_empty_database().await;
     let mut settings = base_settings();
     settings.database.dbname(&*database);
-    let connect = async move || {
+    let connect = async || {
         let (client, connection) = settings
             .database
             .connect(tokio_postgres::NoTls)
@@ -880,7 +884,18 @@ async fn busy_database_at_9() -> (
         )
         .await
         .expect("a board");
-    (database, connect, writer, board)
+    let reader = connect().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM notes")
+        .await
+        .expect("reads notes, and stays in the transaction");
+    BusyAt9 {
+        _database: database,
+        migrator,
+        writer,
+        reader,
+        board,
+    }
 }
 
 /// One write of the running release (the seq every write takes), timed.
@@ -898,14 +913,8 @@ async fn timed_write(writer: &tokio_postgres::Client, board: Uuid) -> Duration {
 
 #[tokio::test]
 async fn a_migration_waiting_for_a_busy_table_lets_writes_through_and_tries_again() {
-    let (_database, connect, writer, board) = busy_database_at_9().await;
-    let mut reader = connect().await;
-    let idle = reader.transaction().await.expect("a transaction");
-    idle.query("SELECT count(*) FROM notes", &[])
-        .await
-        .expect("reads notes");
-
-    let mut migrator = connect().await;
+    let busy = busy_database_at_9().await;
+    let (mut migrator, writer, board) = (busy.migrator, &busy.writer, busy.board);
     let policy = migrations::LockPolicy {
         timeout: Duration::from_millis(200),
         attempts: 100,
@@ -914,7 +923,7 @@ async fn a_migration_waiting_for_a_busy_table_lets_writes_through_and_tries_agai
     let migrating =
         tokio::spawn(async move { migrations::migrate_with(&mut migrator, 10, policy).await });
     for _ in 0..12 {
-        let took = timed_write(&writer, board).await;
+        let took = timed_write(writer, board).await;
         // Without a lock timeout this write waits for the idle reader: for ever here.
         assert!(
             took < Duration::from_secs(1),
@@ -926,26 +935,23 @@ async fn a_migration_waiting_for_a_busy_table_lets_writes_through_and_tries_agai
         !migrating.is_finished(),
         "the migration waits for the reader"
     );
-    idle.commit().await.expect("the reader ends");
+    busy.reader
+        .batch_execute("COMMIT")
+        .await
+        .expect("the reader ends");
     let applied = tokio::time::timeout(Duration::from_secs(10), migrating)
         .await
         .expect("the migration ends once the table is free")
         .expect("joins")
         .expect("migrates");
     assert_eq!(applied, vec![10]);
-    assert!(timed_write(&writer, board).await < Duration::from_secs(1));
+    assert!(timed_write(writer, board).await < Duration::from_secs(1));
 }
 
 #[tokio::test]
 async fn a_migration_that_never_gets_its_locks_gives_up_with_the_reason_and_changes_nothing() {
-    let (_database, connect, writer, board) = busy_database_at_9().await;
-    let mut reader = connect().await;
-    let idle = reader.transaction().await.expect("a transaction");
-    idle.query("SELECT count(*) FROM notes", &[])
-        .await
-        .expect("reads notes");
-
-    let mut migrator = connect().await;
+    let busy = busy_database_at_9().await;
+    let (mut migrator, writer, board) = (busy.migrator, &busy.writer, busy.board);
     let policy = migrations::LockPolicy {
         timeout: Duration::from_millis(100),
         attempts: 2,
@@ -966,6 +972,9 @@ async fn a_migration_that_never_gets_its_locks_gives_up_with_the_reason_and_chan
             .expect("version"),
         9
     );
-    assert!(timed_write(&writer, board).await < Duration::from_secs(1));
-    idle.commit().await.expect("the reader ends");
+    assert!(timed_write(writer, board).await < Duration::from_secs(1));
+    busy.reader
+        .batch_execute("COMMIT")
+        .await
+        .expect("the reader ends");
 }
