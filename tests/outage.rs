@@ -105,6 +105,18 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// The viewer a stream was opened as: `you.id` of its opening presence.
+async fn you(stream: &mut SseClient) -> String {
+    let presence = stream
+        .next_named("presence", Duration::from_secs(5))
+        .await
+        .expect("the opening presence");
+    presence.json()["you"]["id"]
+        .as_str()
+        .expect("you.id")
+        .to_string()
+}
+
 /// POSTs a cursor signal as `viewer` every 20 ms for `during`; returns how many got 202.
 async fn send_signals(app: &TestApp, board: &str, viewer: &str, during: Duration) -> usize {
     let until = Instant::now() + during;
@@ -139,14 +151,7 @@ async fn a_database_outage_turns_readyz_and_writes_to_503_and_streams_miss_nothi
         .next_named("snapshot", Duration::from_secs(5))
         .await
         .expect("a snapshot");
-    let presence = stream
-        .next_named("presence", Duration::from_secs(5))
-        .await
-        .expect("the opening presence");
-    let viewer = serde_json::from_str::<Value>(&presence.data).expect("presence JSON")["you"]["id"]
-        .as_str()
-        .expect("you.id")
-        .to_string();
+    let viewer = you(&mut stream).await;
     for i in 1..=3 {
         app.add_note(&board, &format!("before {i}")).await;
     }
@@ -260,15 +265,7 @@ async fn a_database_outage_turns_readyz_and_writes_to_503_and_streams_miss_nothi
     // Signals flow again once the flusher's wait is over (from a new stream: in shared
     // mode the first one may have been resumed under another viewer).
     let mut fresh = app.open_stream(&board).await;
-    let presence = fresh
-        .next_named("presence", Duration::from_secs(5))
-        .await
-        .expect("the new stream's presence");
-    let fresh_viewer = serde_json::from_str::<Value>(&presence.data).expect("presence JSON")["you"]
-        ["id"]
-        .as_str()
-        .expect("you.id")
-        .to_string();
+    let fresh_viewer = you(&mut fresh).await;
     let again = send_signals(&app, &board, &fresh_viewer, Duration::from_millis(300)).await;
     assert!(again > 0);
     assert!(

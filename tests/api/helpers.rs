@@ -171,6 +171,21 @@ impl std::ops::Deref for TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A plain connection to this database, as the cluster's admin user.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let mut settings = base_settings();
+        settings.database.dbname(&self.name);
+        let (client, connection) = settings
+            .database
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connects to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
 impl std::fmt::Display for TestDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name)

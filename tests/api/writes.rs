@@ -436,14 +436,7 @@ async fn postgres_writes_event_times_as_serde_does() {
 #[tokio::test]
 async fn migrating_a_used_database_keeps_every_seq_and_the_next_write_follows() {
     let database = create_empty_database().await;
-    let mut settings = base_settings();
-    settings.database.dbname(&*database);
-    let (mut client, connection) = settings
-        .database
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(connection);
+    let mut client = database.client().await;
     let applied = migrations::migrate_to(&mut client, 7)
         .await
         .expect("migrates to 7");
@@ -627,23 +620,12 @@ async fn creates_racing_a_board_delete_leave_no_notes_or_events_behind() {
 #[tokio::test]
 async fn a_release_on_migration_9_keeps_working_through_migration_10() {
     let database = create_empty_database().await;
-    let mut settings = base_settings();
-    settings.database.dbname(&*database);
-    let connect = || async {
-        let (client, connection) = settings
-            .database
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-        tokio::spawn(connection);
-        client
-    };
-    let mut migrator = connect().await;
+    let mut migrator = database.client().await;
     let applied = migrations::migrate_to(&mut migrator, 9)
         .await
         .expect("migrates to 9");
     assert_eq!(applied, (1..=9).collect::<Vec<i32>>());
-    let old = connect().await;
+    let old = database.client().await;
     let board = Uuid::new_v4();
     let channel = BoardId(board).channel();
     old.execute(
@@ -860,22 +842,11 @@ struct BusyAt9 {
 
 async fn busy_database_at_9() -> BusyAt9 {
     let database = create_empty_database().await;
-    let mut settings = base_settings();
-    settings.database.dbname(&*database);
-    let connect = async || {
-        let (client, connection) = settings
-            .database
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-        tokio::spawn(connection);
-        client
-    };
-    let mut migrator = connect().await;
+    let mut migrator = database.client().await;
     migrations::migrate_to(&mut migrator, 9)
         .await
         .expect("migrates to 9");
-    let writer = connect().await;
+    let writer = database.client().await;
     let board = Uuid::new_v4();
     writer
         .execute(
@@ -884,7 +855,7 @@ async fn busy_database_at_9() -> BusyAt9 {
         )
         .await
         .expect("a board");
-    let reader = connect().await;
+    let reader = database.client().await;
     reader
         .batch_execute("BEGIN; SELECT count(*) FROM notes")
         .await
